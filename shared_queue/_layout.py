@@ -1,0 +1,154 @@
+"""The shared-memory segment layout: numpy dtypes for the header and the slots.
+
+One segment per queue, in ``/dev/shm``::
+
+    offset 0      +---------------------------------------------------------------+
+                  | header record (HEADER_DTYPE, 4096 bytes, one page)            |
+                  |   0  magic u8        8 version u4   12 flags u4                |
+                  |  16  capacity u8    24 item_size u8  32 slot_size u8           |
+                  |  40  slots_offset u8 48 nonce u8     56 creator_pid i8         |
+                  |  64  creator_start u8  72 created_ns u8                        |
+                  | 128  producer line: tail, puts, bytes_in, put_waits,           |
+                  |      put_wait_ns, high_water          (u8 each, one cache line)|
+                  | 192  consumer line: head, gets, bytes_out, get_waits,          |
+                  |      get_wait_ns                      (u8 each, one cache line)|
+                  | 256  name S128      384 run_id S128                            |
+    offset 4096   +---------------------------------------------------------------+
+                  | slot 0: length u4 | pad to 64 | blob: item_size bytes,        |
+                  |         rounded up to 64 (slot_size = 64 + round64(item_size))|
+                  | slot 1 ...                                                    |
+                  | slot capacity-1                                               |
+                  +---------------------------------------------------------------+
+
+``head`` and ``tail`` are monotonically increasing item counters (never wrapped): the item
+``k`` lives in slot ``k % capacity``; ``tail - head`` is the number of committed items. The
+producer fields are written only under the producer lock, the consumer fields only under the
+consumer lock, so each side owns its cache line. Blobs start 64-byte aligned.
+
+Hot paths read and write the header through a cached ``memoryview.cast("Q")``; the integer
+indexes they use (``IDX``) are derived here from the dtype so the layout is defined once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+import numpy as np
+
+MAGIC: Final = 0x3151_4D48_5351_5351  # b"QSQSHMQ1" read as little-endian u8
+VERSION: Final = 1
+HEADER_SIZE: Final = 4096
+BLOB_OFFSET: Final = 64  # blob offset inside a slot record
+ALIGN: Final = 64
+NAME_FIELD: Final = 128  # bytes stored for the name and the run_id (display only)
+
+HEADER_DTYPE: Final = np.dtype(
+    {
+        "names": [
+            "magic",
+            "version",
+            "flags",
+            "capacity",
+            "item_size",
+            "slot_size",
+            "slots_offset",
+            "nonce",
+            "creator_pid",
+            "creator_start",
+            "created_ns",
+            "tail",
+            "puts",
+            "bytes_in",
+            "put_waits",
+            "put_wait_ns",
+            "high_water",
+            "head",
+            "gets",
+            "bytes_out",
+            "get_waits",
+            "get_wait_ns",
+            "name",
+            "run_id",
+        ],
+        "formats": [
+            "<u8",
+            "<u4",
+            "<u4",
+            "<u8",
+            "<u8",
+            "<u8",
+            "<u8",
+            "<u8",
+            "<i8",
+            "<u8",
+            "<u8",
+            "<u8",
+            "<u8",
+            "<u8",
+            "<u8",
+            "<u8",
+            "<u8",
+            "<u8",
+            "<u8",
+            "<u8",
+            "<u8",
+            "<u8",
+            f"S{NAME_FIELD}",
+            f"S{NAME_FIELD}",
+        ],
+        "offsets": [
+            0,
+            8,
+            12,
+            16,
+            24,
+            32,
+            40,
+            48,
+            56,
+            64,
+            72,
+            128,
+            136,
+            144,
+            152,
+            160,
+            168,
+            192,
+            200,
+            208,
+            216,
+            224,
+            256,
+            256 + NAME_FIELD,
+        ],
+        "itemsize": HEADER_SIZE,
+    }
+)
+
+# Index of each 8-byte header field in a memoryview of the header cast to "Q".
+_FIELDS: Final[Mapping[str, tuple[Any, ...]]] = HEADER_DTYPE.fields or {}
+IDX: Final = {name: off // 8 for name, (dt, off, *_) in _FIELDS.items() if dt.itemsize == 8}
+
+
+def round_up(n: int, to: int = ALIGN) -> int:
+    """Return ``n`` rounded up to a multiple of ``to``."""
+    return -(-n // to) * to
+
+
+def slot_dtype(item_size: int) -> np.dtype[np.void]:
+    """Return the dtype of one slot record for blobs of ``item_size`` bytes."""
+    return np.dtype(
+        {
+            "names": ["length", "blob"],
+            "formats": ["<u4", ("u1", (round_up(item_size),))],
+            "offsets": [0, BLOB_OFFSET],
+            "itemsize": BLOB_OFFSET + round_up(item_size),
+        }
+    )
+
+
+def segment_size(capacity: int, item_size: int) -> int:
+    """Return the byte size of a segment for ``capacity`` slots of ``item_size`` bytes."""
+    return HEADER_SIZE + capacity * slot_dtype(item_size).itemsize

@@ -1,0 +1,483 @@
+"""SharedMemoryQueue: a named, picklable, crash-tolerant queue in one shared-memory ring.
+
+Every put and get, single, nowait or batch, goes through ``_transfer``: take counts from a
+semaphore, then under the side's lock check the header counters (the truth), move the
+bytes and commit by advancing ``tail`` (puts) or ``head`` (gets), then post the other side's
+semaphore. The protocol, and why a process killed at any point cannot hang the others or
+tear an item, is in docs/design.md.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import pickle
+import time
+from collections.abc import Callable, Iterable
+from fcntl import fcntl
+from typing import Any, ClassVar
+
+import posix_ipc
+
+from . import _layout as L
+from . import _sync
+from ._errors import Empty, Full
+from ._segment import SEM_VALUE_MAX, Segment, describe
+from ._serialize import Serializer, loads
+from ._sync import SETLK as _SETLK
+from ._sync import SETLKW as _SETLKW
+
+_TAIL, _PUTS, _BYTES_IN = L.IDX["tail"], L.IDX["puts"], L.IDX["bytes_in"]
+_PUT_WAITS, _PUT_WAIT_NS, _HIGH = L.IDX["put_waits"], L.IDX["put_wait_ns"], L.IDX["high_water"]
+_HEAD, _GETS, _BYTES_OUT = L.IDX["head"], L.IDX["gets"], L.IDX["bytes_out"]
+_GET_WAITS, _GET_WAIT_NS = L.IDX["get_waits"], L.IDX["get_wait_ns"]
+
+DEFAULT_RECOVERY_INTERVAL = 1.0
+
+
+def _positive_int(what: str, value: Any, limit: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if not 0 < value <= limit:
+        raise ValueError(f"{what} must be between 1 and {limit}, got {value}")
+    return value
+
+
+def _reattach(name: str, run_id: str, recovery_interval: float) -> SharedMemoryQueue:
+    return SharedMemoryQueue(name, run_id=run_id, recovery_interval=recovery_interval)
+
+
+class SharedMemoryQueue:
+    """A FIFO queue of Python objects in shared memory, opened by name from any process.
+
+    Args:
+        name: The queue's name; processes that use the same name and run_id share it.
+        create: Create the queue (FileExistsError if it exists); otherwise attach to it and
+            read capacity and item_size from it (FileNotFoundError if it does not exist).
+        capacity: Number of slots, used only when creating.
+        item_size: Largest serialized item in bytes, used only when creating.
+        run_id: Namespace for the name, so runs of one program do not collide.
+        lock: Accepted for compatibility with the original API and ignored.
+        recovery_interval: How often a blocked operation re-checks the queue so that a
+            process killed mid-operation cannot stall it for longer (seconds).
+
+    Raises:
+        ValueError: On a bad name, capacity or item_size.
+        FileExistsError: ``create=True`` and the queue exists.
+        FileNotFoundError: ``create=False`` and the queue does not exist.
+        IncompatibleQueueError: The name refers to a segment this version cannot read.
+    """
+
+    Empty: ClassVar[type[Empty]] = Empty
+    Full: ClassVar[type[Full]] = Full
+
+    def __init__(
+        self,
+        name: str,
+        create: bool = False,
+        capacity: int = 1000,
+        item_size: int = 4096,
+        run_id: str = "",
+        lock: Any = None,
+        *,
+        recovery_interval: float = DEFAULT_RECOVERY_INTERVAL,
+    ) -> None:
+        if not recovery_interval > 0:
+            raise ValueError(f"recovery_interval must be positive, got {recovery_interval}")
+        self._name = name
+        self._run_id = run_id
+        self._recovery_interval = float(recovery_interval)
+        if create:
+            _positive_int("capacity", capacity, SEM_VALUE_MAX)
+            _positive_int("item_size", item_size, 2**32 - 1)
+            seg = Segment.create(name, run_id, capacity, item_size)
+        else:
+            seg = Segment.attach(name, run_id)
+        self._seg: Segment | None = seg
+        self._capacity = seg.capacity
+        self._item_size = seg.item_size
+        self._label = describe(name, run_id)
+        self._serializer = Serializer()
+        # Payloads this handle took from the queue but has not returned yet: the items after
+        # one that failed to unpickle in a batch (see _decode).
+        self._pending: collections.deque[bytes] = collections.deque()
+
+    # -- properties -------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """The queue's name."""
+        return self._name
+
+    @property
+    def run_id(self) -> str:
+        """The queue's namespace."""
+        return self._run_id
+
+    @property
+    def capacity(self) -> int:
+        """The number of slots."""
+        return self._capacity
+
+    @property
+    def item_size(self) -> int:
+        """The largest serialized item, in bytes, that fits in a slot."""
+        return self._item_size
+
+    @property
+    def closed(self) -> bool:
+        """Whether this handle was closed."""
+        return self._seg is None
+
+    # -- put --------------------------------------------------------------------------------
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        """Put ``item`` at the tail, waiting for a free slot if ``block``.
+
+        Raises:
+            Full: No slot freed up within ``timeout`` (or at once if not ``block``).
+            ValueError: The serialized item is larger than item_size, or the handle is closed.
+            TypeError: The item cannot be pickled.
+        """
+        self._put([self._dumps(item)], block, timeout)
+
+    def put_nowait(self, item: Any) -> None:
+        """Put ``item`` if a slot is free now; otherwise raise Full."""
+        self.put(item, False)
+
+    def put_batch(
+        self, items: Iterable[Any], block: bool = True, timeout: float | None = None
+    ) -> None:
+        """Put all ``items`` in order, or none: wait for room for the whole batch.
+
+        Raises:
+            Full: Room for the whole batch did not free up in time; nothing was put.
+            ValueError: The batch is larger than the capacity, an item is too large, or the
+                handle is closed.
+            TypeError: An item cannot be pickled.
+        """
+        payloads = [self._dumps(item) for item in items]
+        if len(payloads) > self._capacity:
+            raise ValueError(
+                f"batch of {len(payloads)} items exceeds capacity={self._capacity} of queue "
+                f"{self._label}"
+            )
+        if payloads:
+            self._put(payloads, block, timeout)
+
+    # -- get --------------------------------------------------------------------------------
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """Remove and return the item at the head, waiting for one if ``block``.
+
+        Raises:
+            Empty: No item arrived within ``timeout`` (or at once if not ``block``).
+            pickle.UnpicklingError: The item could not be unpickled; it was consumed.
+            ValueError: The handle is closed.
+        """
+        payloads = self._take(1, block, timeout)
+        return self._decode(payloads)[0]
+
+    def get_nowait(self) -> Any:
+        """Remove and return an item if one is there now; otherwise raise Empty."""
+        return self.get(False)
+
+    def get_batch(
+        self, max_items: int, block: bool = True, timeout: float | None = None
+    ) -> list[Any]:
+        """Remove and return between 1 and ``max_items`` items, waiting for the first.
+
+        Raises:
+            Empty: No item arrived within ``timeout`` (or at once if not ``block``).
+            pickle.UnpicklingError: The first item could not be unpickled; it was consumed.
+            ValueError: ``max_items`` is not positive, or the handle is closed.
+        """
+        _positive_int("max_items", max_items, 2**63 - 1)
+        return self._decode(self._take(max_items, block, timeout))
+
+    # -- state ------------------------------------------------------------------------------
+    def qsize(self) -> int:
+        """Return the number of items in the queue (approximate while others operate)."""
+        hdr = self._segment().hdr
+        head: int = hdr[_HEAD]
+        tail: int = hdr[_TAIL]
+        return max(0, min(self._capacity, tail - head))
+
+    def empty(self) -> bool:
+        """Return whether the queue holds no items (approximate while others operate)."""
+        return self.qsize() == 0
+
+    def full(self) -> bool:
+        """Return whether every slot is taken (approximate while others operate)."""
+        return self.qsize() >= self._capacity
+
+    def get_metrics(self) -> dict[str, Any]:
+        """Return a snapshot of the queue's size and cumulative counters.
+
+        Keys: queue_size, queue_capacity, queue_utilization_percent, queue_item_size_bytes
+        (as in the original API), and total_puts, total_gets, bytes_in, bytes_out,
+        high_water_mark, put_waits, put_wait_seconds, get_waits, get_wait_seconds.
+        """
+        hdr = self._segment().hdr
+        size = self.qsize()
+        return {
+            "queue_size": size,
+            "queue_capacity": self._capacity,
+            "queue_utilization_percent": 100.0 * size / self._capacity,
+            "queue_item_size_bytes": self._item_size,
+            "total_puts": hdr[_PUTS],
+            "total_gets": hdr[_GETS],
+            "bytes_in": hdr[_BYTES_IN],
+            "bytes_out": hdr[_BYTES_OUT],
+            "high_water_mark": hdr[_HIGH],
+            "put_waits": hdr[_PUT_WAITS],
+            "put_wait_seconds": hdr[_PUT_WAIT_NS] / 1e9,
+            "get_waits": hdr[_GET_WAITS],
+            "get_wait_seconds": hdr[_GET_WAIT_NS] / 1e9,
+        }
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release this handle's mapping and descriptors; the queue lives on. Idempotent."""
+        seg, self._seg = self._seg, None
+        if seg is not None:
+            seg.close()
+
+    def unlink(self) -> None:
+        """Remove the queue's name and semaphores from the system, once across all handles.
+
+        Handles that are open keep working until closed; new handles cannot attach.
+
+        Raises:
+            FileNotFoundError: The queue was already unlinked.
+        """
+        seg = self._seg
+        if seg is None:
+            seg = Segment.attach(self._name, self._run_id)
+            try:
+                seg.unlink()
+            finally:
+                seg.close()
+        else:
+            seg.unlink()
+
+    def __enter__(self) -> SharedMemoryQueue:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __reduce__(self) -> tuple[Callable[..., SharedMemoryQueue], tuple[str, str, float]]:
+        return _reattach, (self._name, self._run_id, self._recovery_interval)
+
+    def __repr__(self) -> str:
+        state = ", closed" if self._seg is None else ""
+        return (
+            f"SharedMemoryQueue(name={self._name!r}, run_id={self._run_id!r}, "
+            f"capacity={self._capacity}, item_size={self._item_size}{state})"
+        )
+
+    def __del__(self) -> None:
+        # Only the mapping and descriptors; the queue itself is removed by unlink().
+        seg = getattr(self, "_seg", None)
+        if seg is not None:
+            seg.close()
+
+    # -- core -------------------------------------------------------------------------------
+    def _segment(self) -> Segment:
+        seg = self._seg
+        if seg is None:
+            raise ValueError(f"queue {self._label}: this handle is closed")
+        return seg
+
+    def _dumps(self, item: Any) -> bytes:
+        # Serialize and check the size before touching any semaphore or lock, so that a bad
+        # item never holds a slot.
+        try:
+            data = self._serializer.dumps(item)
+        except Exception as exc:
+            raise TypeError(
+                f"item of type {type(item).__name__} cannot be pickled for queue "
+                f"{self._label}: {exc}"
+            ) from exc
+        if len(data) > self._item_size:
+            raise ValueError(
+                f"item of {len(data)} bytes exceeds item_size={self._item_size} of queue "
+                f"{self._label} (create it with a larger item_size)"
+            )
+        return data
+
+    def _decode(self, payloads: list[bytes]) -> list[Any]:
+        items = []
+        for i, payload in enumerate(payloads):
+            try:
+                items.append(loads(payload))
+            except Exception as exc:
+                # The failed item is consumed; the ones behind it stay with this handle and
+                # come out of its next gets.
+                self._pending.extendleft(reversed(payloads[i + 1 :]))
+                if items:
+                    self._pending.appendleft(payload)  # raise on the next get, in order
+                    return items
+                raise pickle.UnpicklingError(
+                    f"item of {len(payload)} bytes from queue {self._label} could not be "
+                    f"unpickled: {exc!r}"
+                ) from exc
+        return items
+
+    def _put(self, payloads: list[bytes], block: bool, timeout: float | None) -> None:
+        seg = self._segment()
+        n = len(payloads)
+        if self._transfer(
+            seg,
+            seg.free,
+            seg.fill,
+            _sync.PRODUCER_LOCK,
+            n,
+            block,
+            timeout,
+            _commit_put,
+            payloads,
+            n,
+        ):
+            return
+        raise Full(f"queue {self._label} is full (capacity={self._capacity})")
+
+    def _take(self, max_items: int, block: bool, timeout: float | None) -> list[bytes]:
+        if self._pending:
+            try:
+                return [self._pending.popleft() for _ in range(min(max_items, len(self._pending)))]
+            except IndexError:  # another thread emptied it first
+                pass
+        seg = self._segment()
+        out: list[bytes] = []
+        want = 1 if max_items == 1 else min(max_items, self._capacity)
+        if self._transfer(
+            seg,
+            seg.fill,
+            seg.free,
+            _sync.CONSUMER_LOCK,
+            want,
+            block,
+            timeout,
+            _commit_get,
+            out,
+            max_items,
+        ):
+            return out
+        raise Empty(f"queue {self._label} is empty")
+
+    def _transfer(
+        self,
+        seg: Segment,
+        mine: posix_ipc.Semaphore,
+        theirs: posix_ipc.Semaphore,
+        lock_byte: int,
+        want: int,
+        block: bool,
+        timeout: float | None,
+        commit: Callable[[Segment, list[Any], int, int], int],
+        arg: list[Any],
+        limit: int,
+    ) -> bool:
+        """Move items through ``commit``, holding up to ``want`` counts of ``mine``.
+
+        The semaphore ``mine`` counts what this side may take (free slots for a put, items
+        for a get). Its counts are a fast, sleepable estimate; the header counters, read
+        under the lock in ``commit``, are the truth. A process killed between its semaphore
+        op and its commit leaves the estimate off by one; the re-check under the lock, before
+        every wait and after every ``recovery_interval`` of waiting, corrects for it.
+        ``commit`` returns the number of items moved, or ``-(available + 1)`` when too few
+        were there. Returns False if the time ran out.
+        """
+        if timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        lock, unlock = _sync.LOCK_OPS[lock_byte]
+        tokens = 0
+        started = 0
+        deadline = 0.0
+        try:
+            while True:
+                while tokens < want:
+                    try:
+                        mine.acquire(0)
+                    except posix_ipc.BusyError:
+                        break
+                    tokens += 1
+                fd = seg.fd()
+                fcntl(fd, _SETLKW, lock)  # EINTR is retried by Python (PEP 475)
+                try:
+                    moved = commit(seg, arg, limit, time.monotonic_ns() - started if started else 0)
+                finally:
+                    fcntl(fd, _SETLK, unlock)
+                if moved > 0:
+                    tokens = 0  # used, or surplus counts that the header did not back
+                    post = theirs.release
+                    for _ in range(moved):
+                        post()
+                    return True
+                # Keep only as many counts as the header backs; the rest were surplus.
+                tokens = min(tokens, -moved - 1)
+                now = time.monotonic()
+                if not started:
+                    if not block:
+                        return False
+                    started = time.monotonic_ns()
+                    deadline = math.inf if timeout is None else now + timeout
+                if now >= deadline:
+                    return False
+                if _sync.wait(mine, min(deadline - now, self._recovery_interval)):
+                    tokens += 1
+        finally:
+            for _ in range(tokens):
+                mine.release()
+
+
+def _commit_put(seg: Segment, payloads: list[bytes], n: int, waited_ns: int) -> int:
+    """Write the ``n`` payloads at the tail if they all fit; called under the producer lock."""
+    hdr = seg.hdr
+    cap = seg.capacity
+    tail: int = hdr[_TAIL]
+    used: int = tail - hdr[_HEAD]
+    if cap - used < n:
+        return -(cap - used) - 1  # not enough room: report the room seen
+    u32, buf, slot_size = seg.u32, seg.buf, seg.slot_size
+    base = seg.slots_offset + L.BLOB_OFFSET
+    nbytes = 0
+    for i, data in enumerate(payloads):
+        off = base + ((tail + i) % cap) * slot_size
+        size = len(data)
+        u32[(off - L.BLOB_OFFSET) >> 2] = size
+        buf[off : off + size] = data
+        nbytes += size
+    hdr[_TAIL] = tail + n  # commit point: the items exist from here on
+    hdr[_PUTS] += n
+    hdr[_BYTES_IN] += nbytes
+    if used + n > hdr[_HIGH]:
+        hdr[_HIGH] = used + n
+    if waited_ns:
+        hdr[_PUT_WAITS] += 1
+        hdr[_PUT_WAIT_NS] += waited_ns
+    return n
+
+
+def _commit_get(seg: Segment, out: list[bytes], limit: int, waited_ns: int) -> int:
+    """Move up to ``limit`` payloads from the head into ``out``; under the consumer lock."""
+    hdr = seg.hdr
+    head: int = hdr[_HEAD]
+    avail: int = hdr[_TAIL] - head
+    if avail < 1:
+        return -max(avail, 0) - 1
+    k = min(limit, avail)
+    u32, buf, slot_size, cap = seg.u32, seg.buf, seg.slot_size, seg.capacity
+    base = seg.slots_offset + L.BLOB_OFFSET
+    nbytes = 0
+    for i in range(k):
+        off = base + ((head + i) % cap) * slot_size
+        size: int = u32[(off - L.BLOB_OFFSET) >> 2]
+        out.append(bytes(buf[off : off + size]))
+        nbytes += size
+    hdr[_HEAD] = head + k  # commit point: the slots are free from here on
+    hdr[_GETS] += k
+    hdr[_BYTES_OUT] += nbytes
+    if waited_ns:
+        hdr[_GET_WAITS] += 1
+        hdr[_GET_WAIT_NS] += waited_ns
+    return k

@@ -1,0 +1,286 @@
+"""A queue's named resources: the segment file in /dev/shm and its two semaphores.
+
+Creation publishes a segment atomically: it is built under a temporary name
+(``<name>.creating-<nonce>``), fully initialised, and only then hard-linked under its name
+(``link`` fails if the name exists, which also settles concurrent creators). A creator killed
+midway leaves no half-made segment under the queue's name for anyone to attach to; at most a
+temporary file, which ``gc`` removes. The semaphore names carry a per-creation
+random nonce, so the semaphores of a failed or earlier creation never alias a new queue's.
+
+The segment is opened directly in /dev/shm rather than through
+``multiprocessing.shared_memory``, whose resource tracker (before Python 3.13) unlinks a
+segment when an attaching process exits (gh-82300).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import mmap
+import os
+import secrets
+import threading
+import time
+import weakref
+from typing import Any, Final
+
+import numpy as np
+import posix_ipc
+
+from . import _layout as L
+from ._errors import IncompatibleQueueError
+from ._sync import process_start_time
+
+SHM_DIR: Final = "/dev/shm"
+PREFIX: Final = "sq"
+MAX_BASE: Final = 200  # leaves room for "sem." + ".<nonce>.free" within NAME_MAX (255)
+SEM_VALUE_MAX: Final = 2**31 - 1
+
+
+def base_name(name: str, run_id: str) -> str:
+    """Return the /dev/shm file name of the queue ``name`` in namespace ``run_id``.
+
+    The run_id's length is part of the name, so ``("a-b", "")`` and ``("b", "a")`` differ.
+    Names too long for POSIX limits keep a readable prefix and end in a hash of the whole.
+    """
+    for what, value in (("name", name), ("run_id", run_id)):
+        if not isinstance(value, str):
+            raise TypeError(f"queue {what} must be a str, not {type(value).__name__}")
+        if "/" in value or "\0" in value:
+            raise ValueError(f"queue {what} {value!r} must not contain '/' or NUL")
+    if not name:
+        raise ValueError("queue name must not be empty")
+    base = f"{PREFIX}{len(run_id)}-{run_id}-{name}"
+    if len(base.encode()) > MAX_BASE:
+        digest = hashlib.sha256(base.encode()).hexdigest()[:24]
+        base = base.encode()[: MAX_BASE - 25].decode(errors="ignore") + "-" + digest
+    return base
+
+
+def describe(name: str, run_id: str) -> str:
+    """Return the queue's name as messages show it."""
+    return f"'{name}'" + (f" (run_id '{run_id}')" if run_id else "")
+
+
+def _sem_names(base: str, nonce: int) -> tuple[str, str]:
+    return f"/{base}.{nonce:016x}.free", f"/{base}.{nonce:016x}.fill"
+
+
+class _Fd:
+    """A descriptor of the segment file owned by one thread; closed when collected."""
+
+    __slots__ = ("__weakref__", "fd")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
+
+
+_live: weakref.WeakSet[Segment] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A forked child shares its parent's open file descriptions and so its OFD locks:
+    # drop the inherited per-thread descriptors so the child locks through its own.
+    for seg in list(_live):
+        seg._reset_thread_fds()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class Segment:
+    """The mapped segment of one queue handle, with numpy and integer views of it."""
+
+    def __init__(self, fd: int, mm: mmap.mmap, path: str, base: str) -> None:
+        self.path = path
+        self.base = base
+        self._fd = fd
+        self._mm = mm
+        self._identity = os.fstat(fd)
+        self.header: np.ndarray[Any, Any] = np.ndarray((), L.HEADER_DTYPE, buffer=mm)
+        self.capacity = int(self.header["capacity"])
+        self.item_size = int(self.header["item_size"])
+        self.slot_size = int(self.header["slot_size"])
+        self.slots_offset = int(self.header["slots_offset"])
+        self.nonce = int(self.header["nonce"])
+        self.slots: np.ndarray[Any, Any] = np.ndarray(
+            (self.capacity,), L.slot_dtype(self.item_size), buffer=mm, offset=self.slots_offset
+        )
+        # Cached views for the hot path (a numpy field access costs about 10x more).
+        self.buf = memoryview(mm)
+        self.hdr = self.buf[: L.HEADER_SIZE].cast("Q")
+        self.u32 = self.buf.cast("I")
+        self._tls = threading.local()
+        self._fds: weakref.WeakSet[_Fd] = weakref.WeakSet()
+        self._fds_lock = threading.Lock()
+        self.free, self.fill = (posix_ipc.Semaphore(n) for n in _sem_names(base, self.nonce))
+        _live.add(self)
+
+    # -- per-thread lock descriptors ------------------------------------------------------
+    def fd(self) -> int:
+        """Return this thread's own descriptor of the segment file, for OFD locks."""
+        holder = getattr(self._tls, "fd", None)
+        if holder is None:
+            # Reopening through /proc makes a new open file description (a new lock
+            # owner), and works even after the name was unlinked.
+            holder = _Fd(os.open(f"/proc/self/fd/{self._fd}", os.O_RDWR | os.O_CLOEXEC))
+            self._tls.fd = holder
+            with self._fds_lock:
+                self._fds.add(holder)
+        return holder.fd
+
+    def _reset_thread_fds(self) -> None:
+        for holder in list(self._fds):
+            holder.close()
+        self._tls = threading.local()
+        self._fds = weakref.WeakSet()
+        self._fds_lock = threading.Lock()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls, name: str, run_id: str, capacity: int, item_size: int, flags: int = 0
+    ) -> Segment:
+        """Create, initialise and publish a new segment; FileExistsError if the name is taken."""
+        base = base_name(name, run_id)
+        path = os.path.join(SHM_DIR, base)
+        if os.path.exists(path):
+            raise FileExistsError(f"queue {describe(name, run_id)} already exists ({path})")
+        size = L.segment_size(capacity, item_size)
+        nonce = secrets.randbits(64)
+        made: list[posix_ipc.Semaphore] = []
+        tmp_path = f"{path}.creating-{nonce:016x}"
+        fd = -1
+        try:
+            for sem_name, initial in zip(_sem_names(base, nonce), (capacity, 0), strict=False):
+                made.append(
+                    posix_ipc.Semaphore(
+                        sem_name, posix_ipc.O_CREX, mode=0o600, initial_value=initial
+                    )
+                )
+            fd = os.open(tmp_path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
+            os.ftruncate(fd, size)
+            with mmap.mmap(fd, L.HEADER_SIZE) as mm:
+                h = np.ndarray((), L.HEADER_DTYPE, buffer=mm)
+                h["version"] = L.VERSION
+                h["flags"] = flags
+                h["capacity"] = capacity
+                h["item_size"] = item_size
+                h["slot_size"] = L.slot_dtype(item_size).itemsize
+                h["slots_offset"] = L.HEADER_SIZE
+                h["nonce"] = nonce
+                h["creator_pid"] = os.getpid()
+                h["creator_start"] = process_start_time(os.getpid()) or 0
+                h["created_ns"] = time.time_ns()
+                h["name"] = name.encode()[: L.NAME_FIELD]
+                h["run_id"] = run_id.encode()[: L.NAME_FIELD]
+                h["magic"] = L.MAGIC
+                del h
+            try:
+                # link() publishes the finished segment atomically and fails if the name
+                # exists, which settles concurrent creators.
+                os.link(tmp_path, path)
+            except FileExistsError:
+                raise FileExistsError(
+                    f"queue {describe(name, run_id)} already exists ({path})"
+                ) from None
+        except BaseException:
+            for sem in made:
+                sem.unlink()
+                sem.close()
+            if fd >= 0:
+                os.close(fd)
+            raise
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_path)
+        for sem in made:
+            sem.close()
+        return cls._map(fd, path, base, name, run_id)
+
+    @classmethod
+    def attach(cls, name: str, run_id: str) -> Segment:
+        """Map the existing segment of a queue; FileNotFoundError if there is none."""
+        base = base_name(name, run_id)
+        path = os.path.join(SHM_DIR, base)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"no queue {describe(name, run_id)} ({path}): create it with create=True"
+            ) from None
+        return cls._map(fd, path, base, name, run_id)
+
+    @classmethod
+    def _map(cls, fd: int, path: str, base: str, name: str, run_id: str) -> Segment:
+        try:
+            size = os.fstat(fd).st_size
+            if size < L.HEADER_SIZE:
+                raise IncompatibleQueueError(f"{path} ({size} bytes) is not a shared_queue segment")
+            mm = mmap.mmap(fd, size)
+            try:
+                h = np.ndarray((), L.HEADER_DTYPE, buffer=mm)
+                magic, version = int(h["magic"]), int(h["version"])
+                capacity, item_size = int(h["capacity"]), int(h["item_size"])
+                del h
+                if magic != L.MAGIC:
+                    raise IncompatibleQueueError(f"{path} is not a shared_queue segment")
+                if version != L.VERSION:
+                    raise IncompatibleQueueError(
+                        f"queue {describe(name, run_id)} has layout version {version}; "
+                        f"this shared_queue reads version {L.VERSION}"
+                    )
+                if size != L.segment_size(capacity, item_size):
+                    raise IncompatibleQueueError(
+                        f"queue {describe(name, run_id)}: segment size {size} does not match "
+                        f"capacity={capacity}, item_size={item_size}"
+                    )
+                try:
+                    return cls(fd, mm, path, base)
+                except posix_ipc.ExistentialError:
+                    raise FileNotFoundError(
+                        f"queue {describe(name, run_id)} is being unlinked"
+                    ) from None
+            except BaseException:
+                mm.close()
+                raise
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def close(self) -> None:
+        """Unmap the segment and close descriptors and semaphores of this handle."""
+        _live.discard(self)
+        self._reset_thread_fds()
+        for sem in (self.free, self.fill):
+            sem.close()
+        self.hdr.release()
+        self.u32.release()
+        self.buf.release()
+        del self.header, self.slots
+        # A caller that still holds a view into the segment keeps it mapped until collected.
+        with contextlib.suppress(BufferError):
+            self._mm.close()
+        os.close(self._fd)
+
+    def unlink(self) -> None:
+        """Remove the queue's name and semaphores; FileNotFoundError if already removed."""
+        # Only remove the name if it still refers to this segment, not to a newer queue.
+        try:
+            same = os.path.samestat(os.stat(self.path), self._identity)
+        except FileNotFoundError:
+            same = False
+        if not same:
+            raise FileNotFoundError(f"queue segment {self.path} was already unlinked")
+        os.unlink(self.path)
+        for sem_name in _sem_names(self.base, self.nonce):
+            with contextlib.suppress(posix_ipc.ExistentialError):
+                posix_ipc.unlink_semaphore(sem_name)

@@ -1,0 +1,83 @@
+"""Synchronisation: kernel-released byte locks, semaphore waits with deadlines, liveness.
+
+Two kinds of primitive, chosen for what each survives (see docs/design.md#crash-behaviour):
+
+* **Locks** are Linux open-file-description (OFD) byte-range locks on the segment's file. The
+  kernel drops them when the holder's last descriptor closes, so a process killed inside a
+  critical section never leaves the lock held. An OFD lock belongs to an open file
+  description, not to a thread, so each thread (and each forked child) locks through a
+  descriptor of its own.
+* **Counts** are POSIX named semaphores (``posix_ipc``): blocked waiters sleep in
+  ``sem_timedwait`` and wake as soon as the other side posts.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+import time
+from typing import Final
+
+import posix_ipc
+
+PRODUCER_LOCK: Final = 0  # byte offsets locked in the segment file
+CONSUMER_LOCK: Final = 1
+
+# struct flock: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid (+pad).
+# OFD locks require l_pid == 0.
+_FLOCK = "hhqqi4x"
+LOCK_OPS: Final = {
+    byte: (
+        struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, byte, 1, 0),
+        struct.pack(_FLOCK, fcntl.F_UNLCK, os.SEEK_SET, byte, 1, 0),
+    )
+    for byte in (PRODUCER_LOCK, CONSUMER_LOCK)
+}
+SETLKW: Final[int] = fcntl.F_OFD_SETLKW  # Linux-only constants
+SETLK: Final[int] = fcntl.F_OFD_SETLK
+
+
+def wait(sem: posix_ipc.Semaphore, timeout: float) -> bool:
+    """Take one count of ``sem``, waiting at most ``timeout`` seconds; True if taken.
+
+    ``timeout <= 0`` tries without waiting. A signal that interrupts the wait is retried
+    with the time that remains (posix_ipc raises ``SignalError`` rather than retrying).
+    """
+    if timeout <= 0:
+        try:
+            sem.acquire(0)
+        except posix_ipc.BusyError:
+            return False
+        return True
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            sem.acquire(timeout)
+        except posix_ipc.BusyError:
+            return False
+        except posix_ipc.SignalError:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                return False
+            continue
+        return True
+
+
+def process_start_time(pid: int) -> int | None:
+    """Return the start time of process ``pid`` in clock ticks since boot, None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # Field 22; the command name (field 2) is in parentheses and may contain spaces.
+    return int(stat[stat.rindex(b")") + 2 :].split()[19])
+
+
+def process_alive(pid: int, start_time: int) -> bool:
+    """Return whether the process ``pid`` that started at ``start_time`` still runs.
+
+    Comparing start times tells a reused pid from the original process.
+    """
+    return pid > 0 and process_start_time(pid) == start_time
