@@ -62,7 +62,8 @@ class SharedMemoryQueue:
             process killed mid-operation cannot stall it for longer (seconds).
 
     Raises:
-        ValueError: On a bad name, capacity or item_size.
+        TypeError: A name, capacity or item_size of the wrong type.
+        ValueError: A bad name, or capacity or item_size out of range.
         FileExistsError: ``create=True`` and the queue exists.
         FileNotFoundError: ``create=False`` and the queue does not exist.
         IncompatibleQueueError: The name refers to a segment this version cannot read.
@@ -154,6 +155,7 @@ class SharedMemoryQueue:
                 handle is closed.
             TypeError: An item cannot be pickled.
         """
+        self._segment()  # a closed handle raises even for an empty batch
         payloads = [self._dumps(item) for item in items]
         if len(payloads) > self._capacity:
             raise ValueError(
@@ -341,12 +343,12 @@ class SharedMemoryQueue:
         raise Full(f"queue {self._label} is full (capacity={self._capacity})")
 
     def _take(self, max_items: int, block: bool, timeout: float | None) -> list[bytes]:
+        seg = self._segment()
         if self._pending:
             try:
                 return [self._pending.popleft() for _ in range(min(max_items, len(self._pending)))]
             except IndexError:  # another thread emptied it first
                 pass
-        seg = self._segment()
         out: list[bytes] = []
         want = 1 if max_items == 1 else min(max_items, self._capacity)
         if self._transfer(

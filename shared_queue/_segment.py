@@ -233,6 +233,11 @@ class Segment:
                 del h
                 if magic != L.MAGIC:
                     raise IncompatibleQueueError(f"{path} is not a shared_queue segment")
+                if not (0 < capacity <= SEM_VALUE_MAX and 0 < item_size < 2**32):
+                    raise IncompatibleQueueError(
+                        f"{path} has an invalid header: capacity={capacity}, "
+                        f"item_size={item_size}"
+                    )
                 if version != L.VERSION:
                     raise IncompatibleQueueError(
                         f"queue {describe(name, run_id)} has layout version {version}; "

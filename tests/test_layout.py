@@ -1,0 +1,261 @@
+"""The segment layout and the /dev/shm naming: pure functions, no queue, no processes."""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import numpy as np
+import pytest
+
+from shared_queue import _layout as L
+from shared_queue._segment import MAX_BASE, base_name
+
+# The header as the diagram at the top of _layout.py draws it: name -> (offset, dtype).
+EXPECTED_HEADER = {
+    "magic": (0, "<u8"),
+    "version": (8, "<u4"),
+    "flags": (12, "<u4"),
+    "capacity": (16, "<u8"),
+    "item_size": (24, "<u8"),
+    "slot_size": (32, "<u8"),
+    "slots_offset": (40, "<u8"),
+    "nonce": (48, "<u8"),
+    "creator_pid": (56, "<i8"),
+    "creator_start": (64, "<u8"),
+    "created_ns": (72, "<u8"),
+    # producer cache line
+    "tail": (128, "<u8"),
+    "puts": (136, "<u8"),
+    "bytes_in": (144, "<u8"),
+    "put_waits": (152, "<u8"),
+    "put_wait_ns": (160, "<u8"),
+    "high_water": (168, "<u8"),
+    # consumer cache line
+    "head": (192, "<u8"),
+    "gets": (200, "<u8"),
+    "bytes_out": (208, "<u8"),
+    "get_waits": (216, "<u8"),
+    "get_wait_ns": (224, "<u8"),
+    "name": (256, "|S128"),
+    "run_id": (384, "|S128"),
+}
+
+PRODUCER_LINE = ["tail", "puts", "bytes_in", "put_waits", "put_wait_ns", "high_water"]
+CONSUMER_LINE = ["head", "gets", "bytes_out", "get_waits", "get_wait_ns"]
+
+
+def _fields() -> dict[str, tuple[int, str]]:
+    fields = L.HEADER_DTYPE.fields
+    assert fields is not None
+    return {name: (off, dt.str) for name, (dt, off, *_) in fields.items()}
+
+
+# -- header ---------------------------------------------------------------------------------
+
+
+def test_header_is_one_page() -> None:
+    assert L.HEADER_SIZE == 4096
+    assert L.HEADER_DTYPE.itemsize == 4096
+
+
+def test_header_fields_match_expected_table() -> None:
+    assert _fields() == EXPECTED_HEADER
+    # Field order in the dtype is the order of the diagram.
+    assert list(L.HEADER_DTYPE.names or ()) == list(EXPECTED_HEADER)
+
+
+def test_header_fields_do_not_overlap_and_fit() -> None:
+    fields = L.HEADER_DTYPE.fields
+    assert fields is not None
+    spans = sorted((off, off + dt.itemsize, name) for name, (dt, off, *_) in fields.items())
+    for (_, end, name), (start, _, nxt) in itertools.pairwise(spans):
+        assert end <= start, f"{name} overlaps {nxt}"
+    assert spans[-1][1] <= L.HEADER_SIZE
+
+
+def test_docstring_diagram_matches_dtype() -> None:
+    """Every "offset name type" triple drawn in the module docstring is the dtype's."""
+    doc = L.__doc__
+    assert doc is not None
+    fields = _fields()
+    triples = re.findall(r"(\d+)\s+([a-z_]+)\s+([uiS]\d+)\b", doc)
+    drawn = {name: int(off) for off, name, _ in triples}
+    # Fields drawn individually on the first lines of the diagram.
+    assert set(drawn) == {
+        "magic", "version", "flags", "capacity", "item_size", "slot_size", "slots_offset",
+        "nonce", "creator_pid", "creator_start", "created_ns", "name", "run_id",
+    }  # fmt: skip
+    for off, name, typ in triples:
+        offset, dtype = fields[name]
+        assert int(off) == offset, name
+        assert np.dtype(dtype) == np.dtype(typ if typ.startswith("S") else "<" + typ), name
+
+    # The two cache lines: listed in order, u8 each, from the drawn starting offset.
+    flat = re.sub(r"\s*\|\s*", " ", doc)  # drop the diagram's borders and line breaks
+    for line, names in (("producer", PRODUCER_LINE), ("consumer", CONSUMER_LINE)):
+        m = re.search(rf"(\d+)\s+{line} line:\s*([a-z_,\s]+?)\s*\(u8 each", flat)
+        assert m is not None, f"{line} line missing from the diagram"
+        start = int(m.group(1))
+        listed = [n.strip() for n in m.group(2).split(",")]
+        assert listed == names
+        for i, name in enumerate(listed):
+            assert fields[name] == (start + 8 * i, "<u8"), name
+
+
+def test_producer_and_consumer_lines_are_separate_cache_lines() -> None:
+    fields = _fields()
+    prod = {fields[n][0] // 64 for n in PRODUCER_LINE}
+    cons = {fields[n][0] // 64 for n in CONSUMER_LINE}
+    static = {fields[n][0] // 64 for n in ("magic", "capacity", "item_size", "created_ns")}
+    assert len(prod) == 1 and len(cons) == 1
+    assert prod != cons
+    assert not (prod | cons) & static
+
+
+def test_magic_spells_the_format_tag() -> None:
+    assert L.MAGIC.to_bytes(8, "little") == b"QSQSHMQ1"
+    assert L.VERSION == 1
+
+
+def test_idx_indexes_every_u8_field_of_a_q_view() -> None:
+    fields = _fields()
+    eight = {n for n, (_, dt) in fields.items() if np.dtype(dt).itemsize == 8}
+    assert set(L.IDX) == eight
+    for name, idx in L.IDX.items():
+        assert idx * 8 == fields[name][0], name
+    assert L.IDX["tail"] == 16
+    assert L.IDX["head"] == 24
+    assert L.IDX["high_water"] == 21
+    assert L.IDX["get_wait_ns"] == 28
+
+
+def test_idx_reads_what_numpy_writes() -> None:
+    buf = bytearray(L.HEADER_SIZE)
+    h = np.ndarray((), L.HEADER_DTYPE, buffer=buf)
+    for i, name in enumerate(sorted(L.IDX)):
+        h[name] = 1000 + i
+    del h
+    q = memoryview(buf).cast("Q")
+    for i, name in enumerate(sorted(L.IDX)):
+        assert q[L.IDX[name]] == 1000 + i, name
+    q.release()
+
+
+# -- slots ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("n", "expected"), [(0, 0), (1, 64), (63, 64), (64, 64), (65, 128), (4096, 4096)]
+)
+def test_round_up(n: int, expected: int) -> None:
+    assert L.round_up(n) == expected
+
+
+@pytest.mark.parametrize("item_size", [1, 8, 63, 64, 65, 100, 4095, 4096, 4097, 65536])
+def test_slot_dtype(item_size: int) -> None:
+    dt = L.slot_dtype(item_size)
+    fields = dt.fields
+    assert fields is not None
+    length_dt, length_off = fields["length"][:2]
+    blob_dt, blob_off = fields["blob"][:2]
+    assert (length_off, length_dt.str) == (0, "<u4")
+    assert blob_off == L.BLOB_OFFSET == 64
+    assert blob_dt.itemsize >= item_size
+    assert blob_dt.shape == (L.round_up(item_size),)
+    assert dt.itemsize % 64 == 0
+    assert dt.itemsize == 64 + L.round_up(item_size)
+    assert dt.itemsize < 64 + item_size + 64  # no more than one line of padding
+
+
+@pytest.mark.parametrize(
+    ("capacity", "item_size"), [(1, 1), (1, 4096), (1000, 4096), (7, 100), (3, 64)]
+)
+def test_segment_size(capacity: int, item_size: int) -> None:
+    slot = 64 + L.round_up(item_size)
+    assert L.segment_size(capacity, item_size) == 4096 + capacity * slot
+    assert L.segment_size(capacity, item_size) % 64 == 0
+
+
+def test_default_queue_segment_size() -> None:
+    # capacity=1000, item_size=4096: the original defaults.
+    assert L.segment_size(1000, 4096) == 4096 + 1000 * 4160
+
+
+# -- names ----------------------------------------------------------------------------------
+
+
+def test_base_name_is_prefixed_and_readable() -> None:
+    assert base_name("jobs", "") == "sq0--jobs"
+    assert base_name("jobs", "run7") == "sq4-run7-jobs"
+
+
+def test_base_name_run_id_namespaces() -> None:
+    assert base_name("b", "a") != base_name("a-b", "")
+    assert base_name("x", "r1") != base_name("x", "r2")
+    assert base_name("x", "r1") != base_name("x", "")
+    assert base_name("x", "r1") == base_name("x", "r1")
+
+
+@pytest.mark.parametrize(
+    ("name", "run_id"),
+    [
+        ("n" * 500, ""),
+        ("n" * 196, ""),  # just over the limit once prefixed
+        ("n", "r" * 500),
+        ("é" * 300, ""),  # multi-byte: the cut must not split a character
+        ("queue-" + "日本" * 200, "run"),
+    ],
+)
+def test_long_names_are_hashed_within_limit(name: str, run_id: str) -> None:
+    base = base_name(name, run_id)
+    assert len(base.encode()) <= MAX_BASE <= 200
+    base.encode().decode("utf-8")  # valid UTF-8
+    assert "/" not in base and "\0" not in base
+    full = f"sq{len(run_id)}-{run_id}-{name}"
+    # A readable prefix of the full name survives, then a hash.
+    assert re.fullmatch(r".+-[0-9a-f]{24}", base)
+    prefix = base[:-25]
+    assert len(prefix.encode()) >= MAX_BASE - 25 - 3  # at most a split character dropped
+    assert full.startswith(prefix)
+    # Deterministic: every process derives the same name.
+    assert base_name(name, run_id) == base
+
+
+def test_name_at_limit_is_not_hashed() -> None:
+    name = "n" * (MAX_BASE - len("sq0--"))
+    assert base_name(name, "") == "sq0--" + name
+    assert len(base_name(name + "n", "")) <= MAX_BASE
+    assert base_name(name + "n", "") != "sq0--" + name + "n"
+
+
+def test_distinct_long_names_stay_distinct() -> None:
+    common = "q" * 400
+    names = [common + suffix for suffix in ("a", "b", "ab", "")] + [common[:-1] + "z"]
+    bases = {base_name(n, "") for n in names}
+    assert len(bases) == len(names)
+    # Same long name, different run_ids.
+    assert base_name(common, "r1") != base_name(common, "r2")
+    # A long name and a run_id that together spell the same string differ.
+    assert base_name("b" * 300, "a") != base_name("a-" + "b" * 300, "")
+
+
+@pytest.mark.parametrize(
+    ("name", "run_id", "exc", "pattern"),
+    [
+        ("", "", ValueError, r"^queue name must not be empty$"),
+        ("", "r", ValueError, r"^queue name must not be empty$"),
+        ("a/b", "", ValueError, r"^queue name 'a/b' must not contain '/' or NUL$"),
+        ("/ab", "", ValueError, r"^queue name '/ab' must not contain '/' or NUL$"),
+        ("a\0b", "", ValueError, r"^queue name 'a\\x00b' must not contain '/' or NUL$"),
+        ("ab", "r/1", ValueError, r"^queue run_id 'r/1' must not contain '/' or NUL$"),
+        ("ab", "r\0", ValueError, r"^queue run_id 'r\\x00' must not contain '/' or NUL$"),
+        (1, "", TypeError, r"^queue name must be a str, not int$"),
+        (b"ab", "", TypeError, r"^queue name must be a str, not bytes$"),
+        (None, "", TypeError, r"^queue name must be a str, not NoneType$"),
+        ("ab", None, TypeError, r"^queue run_id must be a str, not NoneType$"),
+    ],
+)
+def test_invalid_names_raise(name: object, run_id: object, exc: type, pattern: str) -> None:
+    with pytest.raises(exc, match=pattern):
+        base_name(name, run_id)  # type: ignore[arg-type]
