@@ -9,7 +9,7 @@ One segment per queue, in ``/dev/shm``::
                   |  40  slots_offset u8 48 nonce u8     56 creator_pid i8         |
                   |  64  creator_start u8  72 created_ns u8                        |
                   | 128  producer line: tail, puts, bytes_in, put_waits,           |
-                  |      put_wait_ns, high_water          (u8 each, one cache line)|
+                  |      put_wait_ns, high_water, batch_wait_until (u8 each)       |
                   | 192  consumer line: head, gets, bytes_out, get_waits,          |
                   |      get_wait_ns                      (u8 each, one cache line)|
                   | 256  name S128      384 run_id S128                            |
@@ -23,7 +23,10 @@ One segment per queue, in ``/dev/shm``::
 ``head`` and ``tail`` are monotonically increasing item counters (never wrapped): the item
 ``k`` lives in slot ``k % capacity``; ``tail - head`` is the number of committed items. The
 producer fields are written only under the producer lock, the consumer fields only under the
-consumer lock, so each side owns its cache line. Blobs start 64-byte aligned.
+consumer lock, so each side owns its cache line. ``batch_wait_until`` (CLOCK_MONOTONIC ns) is set
+by a ``put_batch`` that sleeps for room; until then every get posts one extra wake-up, so that a
+single put waiting behind the batch is not left asleep beside a free slot. Blobs start 64-byte
+aligned.
 
 Hot paths read and write the header through a cached ``memoryview.cast("Q")``; the integer
 indexes they use (``IDX``) are derived here from the dtype so the layout is defined once.
@@ -43,86 +46,42 @@ BLOB_OFFSET: Final = 64  # blob offset inside a slot record
 ALIGN: Final = 64
 NAME_FIELD: Final = 128  # bytes stored for the name and the run_id (display only)
 
+# (name, format, offset) of each header field; the drawing above shows the same.
+_HEADER_FIELDS: Final = [
+    ("magic", "<u8", 0),
+    ("version", "<u4", 8),
+    ("flags", "<u4", 12),
+    ("capacity", "<u8", 16),
+    ("item_size", "<u8", 24),
+    ("slot_size", "<u8", 32),
+    ("slots_offset", "<u8", 40),
+    ("nonce", "<u8", 48),
+    ("creator_pid", "<i8", 56),
+    ("creator_start", "<u8", 64),
+    ("created_ns", "<u8", 72),
+    # producer line
+    ("tail", "<u8", 128),
+    ("puts", "<u8", 136),
+    ("bytes_in", "<u8", 144),
+    ("put_waits", "<u8", 152),
+    ("put_wait_ns", "<u8", 160),
+    ("high_water", "<u8", 168),
+    ("batch_wait_until", "<u8", 176),
+    # consumer line
+    ("head", "<u8", 192),
+    ("gets", "<u8", 200),
+    ("bytes_out", "<u8", 208),
+    ("get_waits", "<u8", 216),
+    ("get_wait_ns", "<u8", 224),
+    # display only
+    ("name", f"S{NAME_FIELD}", 256),
+    ("run_id", f"S{NAME_FIELD}", 256 + NAME_FIELD),
+]
 HEADER_DTYPE: Final = np.dtype(
     {
-        "names": [
-            "magic",
-            "version",
-            "flags",
-            "capacity",
-            "item_size",
-            "slot_size",
-            "slots_offset",
-            "nonce",
-            "creator_pid",
-            "creator_start",
-            "created_ns",
-            "tail",
-            "puts",
-            "bytes_in",
-            "put_waits",
-            "put_wait_ns",
-            "high_water",
-            "head",
-            "gets",
-            "bytes_out",
-            "get_waits",
-            "get_wait_ns",
-            "name",
-            "run_id",
-        ],
-        "formats": [
-            "<u8",
-            "<u4",
-            "<u4",
-            "<u8",
-            "<u8",
-            "<u8",
-            "<u8",
-            "<u8",
-            "<i8",
-            "<u8",
-            "<u8",
-            "<u8",
-            "<u8",
-            "<u8",
-            "<u8",
-            "<u8",
-            "<u8",
-            "<u8",
-            "<u8",
-            "<u8",
-            "<u8",
-            "<u8",
-            f"S{NAME_FIELD}",
-            f"S{NAME_FIELD}",
-        ],
-        "offsets": [
-            0,
-            8,
-            12,
-            16,
-            24,
-            32,
-            40,
-            48,
-            56,
-            64,
-            72,
-            128,
-            136,
-            144,
-            152,
-            160,
-            168,
-            192,
-            200,
-            208,
-            216,
-            224,
-            256,
-            256 + NAME_FIELD,
-        ],
+        "names": [f[0] for f in _HEADER_FIELDS],
+        "formats": [f[1] for f in _HEADER_FIELDS],
+        "offsets": [f[2] for f in _HEADER_FIELDS],
         "itemsize": HEADER_SIZE,
     }
 )

@@ -31,6 +31,7 @@ _TAIL, _PUTS, _BYTES_IN = L.IDX["tail"], L.IDX["puts"], L.IDX["bytes_in"]
 _PUT_WAITS, _PUT_WAIT_NS, _HIGH = L.IDX["put_waits"], L.IDX["put_wait_ns"], L.IDX["high_water"]
 _HEAD, _GETS, _BYTES_OUT = L.IDX["head"], L.IDX["gets"], L.IDX["bytes_out"]
 _GET_WAITS, _GET_WAIT_NS = L.IDX["get_waits"], L.IDX["get_wait_ns"]
+_BATCH_WAIT = L.IDX["batch_wait_until"]
 
 DEFAULT_RECOVERY_INTERVAL = 1.0
 
@@ -325,25 +326,13 @@ class SharedMemoryQueue:
         return items
 
     def _put(self, payloads: list[bytes], block: bool, timeout: float | None) -> None:
-        seg = self._segment()
         n = len(payloads)
-        if self._transfer(
-            seg,
-            seg.free,
-            seg.fill,
-            _sync.PRODUCER_LOCK,
-            n,
-            block,
-            timeout,
-            _commit_put,
-            payloads,
-            n,
-        ):
+        if self._transfer(True, n, block, timeout, _commit_put, payloads, n):
             return
         raise Full(f"queue {self._label} is full (capacity={self._capacity})")
 
     def _take(self, max_items: int, block: bool, timeout: float | None) -> list[bytes]:
-        seg = self._segment()
+        self._segment()
         if self._pending:
             try:
                 return [self._pending.popleft() for _ in range(min(max_items, len(self._pending)))]
@@ -351,27 +340,13 @@ class SharedMemoryQueue:
                 pass
         out: list[bytes] = []
         want = 1 if max_items == 1 else min(max_items, self._capacity)
-        if self._transfer(
-            seg,
-            seg.fill,
-            seg.free,
-            _sync.CONSUMER_LOCK,
-            want,
-            block,
-            timeout,
-            _commit_get,
-            out,
-            max_items,
-        ):
+        if self._transfer(False, want, block, timeout, _commit_get, out, max_items):
             return out
         raise Empty(f"queue {self._label} is empty")
 
     def _transfer(
         self,
-        seg: Segment,
-        mine: posix_ipc.Semaphore,
-        theirs: posix_ipc.Semaphore,
-        lock_byte: int,
+        put: bool,
         want: int,
         block: bool,
         timeout: float | None,
@@ -379,19 +354,27 @@ class SharedMemoryQueue:
         arg: list[Any],
         limit: int,
     ) -> bool:
-        """Move items through ``commit``, holding up to ``want`` counts of ``mine``.
+        """Move items through ``commit``, holding up to ``want`` counts of the side's semaphore.
 
-        The semaphore ``mine`` counts what this side may take (free slots for a put, items
-        for a get). Its counts are a fast, sleepable estimate; the header counters, read
-        under the lock in ``commit``, are the truth. A process killed between its semaphore
-        op and its commit leaves the estimate off by one; the re-check under the lock, before
-        every wait and after every ``recovery_interval`` of waiting, corrects for it.
-        ``commit`` returns the number of items moved, or ``-(available + 1)`` when too few
-        were there. Returns False if the time ran out.
+        A put takes counts of ``free`` and posts ``fill``; a get the reverse. The counts are a
+        fast, sleepable estimate; the header counters, read under the side's lock in
+        ``commit``, are the truth. A process killed between its semaphore op and its commit
+        leaves the estimate off by one; the re-check under the lock, before every wait and
+        after every ``recovery_interval`` of waiting, corrects for it. ``commit`` returns the
+        number of items moved, or ``-(available + 1)`` when too few were there. Returns False
+        if the time ran out.
         """
         if timeout is not None and timeout < 0:
             raise ValueError("'timeout' must be a non-negative number")
-        lock, unlock = _sync.LOCK_OPS[lock_byte]
+        seg = self._segment()
+        hdr = seg.hdr
+        if put:
+            mine, theirs, (lock, unlock) = seg.free, seg.fill, _sync.LOCK_OPS[_sync.PRODUCER_LOCK]
+        else:
+            mine, theirs, (lock, unlock) = seg.fill, seg.free, _sync.LOCK_OPS[_sync.CONSUMER_LOCK]
+        batch = put and want > 1
+        room = seg.room
+        sleep_on = room if batch else mine
         tokens = 0
         started = 0
         deadline = 0.0
@@ -407,6 +390,10 @@ class SharedMemoryQueue:
                 fcntl(fd, _SETLKW, lock)  # EINTR is retried by Python (PEP 475)
                 try:
                     moved = commit(seg, arg, limit, time.monotonic_ns() - started if started else 0)
+                    if moved < 0 and batch and block:
+                        # Ask consumers to post `room` while this batch sleeps (see below).
+                        until = time.monotonic_ns() + int(self._recovery_interval * 1e9)
+                        hdr[_BATCH_WAIT] = max(hdr[_BATCH_WAIT], until)
                 finally:
                     fcntl(fd, _SETLK, unlock)
                 if moved > 0:
@@ -414,9 +401,17 @@ class SharedMemoryQueue:
                     post = theirs.release
                     for _ in range(moved):
                         post()
+                    if not put and hdr[_BATCH_WAIT] > time.monotonic_ns() and not room.value:
+                        room.release()
                     return True
-                # Keep only as many counts as the header backs; the rest were surplus.
+                # Keep only as many counts as the header backs; the rest were surplus. A
+                # batch keeps none while it sleeps: single puts may use that room meanwhile,
+                # and the batch sleeps on `room`, which gets post while it waits.
                 tokens = min(tokens, -moved - 1)
+                if batch:
+                    for _ in range(tokens):
+                        mine.release()
+                    tokens = 0
                 now = time.monotonic()
                 if not started:
                     if not block:
@@ -425,8 +420,8 @@ class SharedMemoryQueue:
                     deadline = math.inf if timeout is None else now + timeout
                 if now >= deadline:
                     return False
-                if _sync.wait(mine, min(deadline - now, self._recovery_interval)):
-                    tokens += 1
+                if _sync.wait(sleep_on, min(deadline - now, self._recovery_interval)):
+                    tokens += not batch
         finally:
             for _ in range(tokens):
                 mine.release()

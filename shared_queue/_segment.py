@@ -62,8 +62,9 @@ def describe(name: str, run_id: str) -> str:
     return f"'{name}'" + (f" (run_id '{run_id}')" if run_id else "")
 
 
-def _sem_names(base: str, nonce: int) -> tuple[str, str]:
-    return f"/{base}.{nonce:016x}.free", f"/{base}.{nonce:016x}.fill"
+def _sem_names(base: str, nonce: int) -> tuple[str, str, str]:
+    # free: counts free slots; fill: counts items; room: wakes a put_batch waiting for room.
+    return tuple(f"/{base}.{nonce:016x}.{kind}" for kind in ("free", "fill", "room"))  # type: ignore[return-value]
 
 
 class _Fd:
@@ -121,7 +122,9 @@ class Segment:
         self._tls = threading.local()
         self._fds: weakref.WeakSet[_Fd] = weakref.WeakSet()
         self._fds_lock = threading.Lock()
-        self.free, self.fill = (posix_ipc.Semaphore(n) for n in _sem_names(base, self.nonce))
+        self.free, self.fill, self.room = (
+            posix_ipc.Semaphore(n) for n in _sem_names(base, self.nonce)
+        )
         _live.add(self)
 
     # -- per-thread lock descriptors ------------------------------------------------------
@@ -160,7 +163,7 @@ class Segment:
         tmp_path = f"{path}.creating-{nonce:016x}"
         fd = -1
         try:
-            for sem_name, initial in zip(_sem_names(base, nonce), (capacity, 0), strict=False):
+            for sem_name, initial in zip(_sem_names(base, nonce), (capacity, 0, 0), strict=True):
                 made.append(
                     posix_ipc.Semaphore(
                         sem_name, posix_ipc.O_CREX, mode=0o600, initial_value=initial
@@ -235,8 +238,7 @@ class Segment:
                     raise IncompatibleQueueError(f"{path} is not a shared_queue segment")
                 if not (0 < capacity <= SEM_VALUE_MAX and 0 < item_size < 2**32):
                     raise IncompatibleQueueError(
-                        f"{path} has an invalid header: capacity={capacity}, "
-                        f"item_size={item_size}"
+                        f"{path} has an invalid header: capacity={capacity}, item_size={item_size}"
                     )
                 if version != L.VERSION:
                     raise IncompatibleQueueError(
@@ -265,7 +267,7 @@ class Segment:
         """Unmap the segment and close descriptors and semaphores of this handle."""
         _live.discard(self)
         self._reset_thread_fds()
-        for sem in (self.free, self.fill):
+        for sem in (self.free, self.fill, self.room):
             sem.close()
         self.hdr.release()
         self.u32.release()

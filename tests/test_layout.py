@@ -31,6 +31,7 @@ EXPECTED_HEADER = {
     "put_waits": (152, "<u8"),
     "put_wait_ns": (160, "<u8"),
     "high_water": (168, "<u8"),
+    "batch_wait_until": (176, "<u8"),
     # consumer cache line
     "head": (192, "<u8"),
     "gets": (200, "<u8"),
@@ -41,7 +42,9 @@ EXPECTED_HEADER = {
     "run_id": (384, "|S128"),
 }
 
-PRODUCER_LINE = ["tail", "puts", "bytes_in", "put_waits", "put_wait_ns", "high_water"]
+PRODUCER_LINE = [
+    "tail", "puts", "bytes_in", "put_waits", "put_wait_ns", "high_water", "batch_wait_until",
+]  # fmt: skip
 CONSUMER_LINE = ["head", "gets", "bytes_out", "get_waits", "get_wait_ns"]
 
 

@@ -197,7 +197,7 @@ def test_missing_name_on_attach_raises_file_not_found(qname: str) -> None:
 def test_existing_name_on_create_raises_file_exists(make_queue: MakeQueue, qname: str) -> None:
     q = make_queue(capacity=2, item_size=64)
     before = entries_of(qname)
-    assert len(before) == 3  # segment + two semaphores
+    assert len(before) == 4  # segment + three semaphores
     pattern = rf"^queue '{esc(qname)}' already exists \({esc(path_of(qname))}\)$"
     with pytest.raises(FileExistsError, match=pattern):
         make_queue(capacity=9, item_size=9)
