@@ -32,6 +32,7 @@ _PUT_WAITS, _PUT_WAIT_NS, _HIGH = L.IDX["put_waits"], L.IDX["put_wait_ns"], L.ID
 _HEAD, _GETS, _BYTES_OUT = L.IDX["head"], L.IDX["gets"], L.IDX["bytes_out"]
 _GET_WAITS, _GET_WAIT_NS = L.IDX["get_waits"], L.IDX["get_wait_ns"]
 _BATCH_WAIT = L.IDX["batch_wait_until"]
+_BLOB = L.BLOB_OFFSET
 
 DEFAULT_RECOVERY_INTERVAL = 1.0
 
@@ -366,15 +367,12 @@ class SharedMemoryQueue:
         """
         if timeout is not None and timeout < 0:
             raise ValueError("'timeout' must be a non-negative number")
-        seg = self._segment()
-        hdr = seg.hdr
-        if put:
-            mine, theirs, (lock, unlock) = seg.free, seg.fill, _sync.LOCK_OPS[_sync.PRODUCER_LOCK]
-        else:
-            mine, theirs, (lock, unlock) = seg.fill, seg.free, _sync.LOCK_OPS[_sync.CONSUMER_LOCK]
+        seg = self._seg
+        if seg is None:
+            raise ValueError(f"queue {self._label}: this handle is closed")
+        mine, theirs, lock, unlock = seg.put_side if put else seg.get_side
         batch = put and want > 1
-        room = seg.room
-        sleep_on = room if batch else mine
+        sleep_on = seg.room if batch else mine
         tokens = 0
         started = 0
         deadline = 0.0
@@ -393,7 +391,7 @@ class SharedMemoryQueue:
                     if moved < 0 and batch and block:
                         # Ask consumers to post `room` while this batch sleeps (see below).
                         until = time.monotonic_ns() + int(self._recovery_interval * 1e9)
-                        hdr[_BATCH_WAIT] = max(hdr[_BATCH_WAIT], until)
+                        seg.hdr[_BATCH_WAIT] = max(seg.hdr[_BATCH_WAIT], until)
                 finally:
                     fcntl(fd, _SETLK, unlock)
                 if moved > 0:
@@ -401,8 +399,8 @@ class SharedMemoryQueue:
                     post = theirs.release
                     for _ in range(moved):
                         post()
-                    if not put and hdr[_BATCH_WAIT] > time.monotonic_ns() and not room.value:
-                        room.release()
+                    if not put and seg.hdr[_BATCH_WAIT]:
+                        _wake_batch(seg.hdr, seg.room)
                     return True
                 # Keep only as many counts as the header backs; the rest were surplus. A
                 # batch keeps none while it sleeps: single puts may use that room meanwhile,
@@ -427,6 +425,12 @@ class SharedMemoryQueue:
                 mine.release()
 
 
+def _wake_batch(hdr: memoryview, room: posix_ipc.Semaphore) -> None:
+    """After a get: wake a put_batch that sleeps for room, if one asked within its interval."""
+    if hdr[_BATCH_WAIT] > time.monotonic_ns() and not room.value:
+        room.release()
+
+
 def _commit_put(seg: Segment, payloads: list[bytes], n: int, waited_ns: int) -> int:
     """Write the ``n`` payloads at the tail if they all fit; called under the producer lock."""
     hdr = seg.hdr
@@ -435,13 +439,12 @@ def _commit_put(seg: Segment, payloads: list[bytes], n: int, waited_ns: int) -> 
     used: int = tail - hdr[_HEAD]
     if cap - used < n:
         return -(cap - used) - 1  # not enough room: report the room seen
-    u32, buf, slot_size = seg.u32, seg.buf, seg.slot_size
-    base = seg.slots_offset + L.BLOB_OFFSET
+    u32, buf, slot_size, base = seg.u32, seg.buf, seg.slot_size, seg.blob_base
     nbytes = 0
     for i, data in enumerate(payloads):
         off = base + ((tail + i) % cap) * slot_size
         size = len(data)
-        u32[(off - L.BLOB_OFFSET) >> 2] = size
+        u32[(off - _BLOB) >> 2] = size
         buf[off : off + size] = data
         nbytes += size
     hdr[_TAIL] = tail + n  # commit point: the items exist from here on
@@ -462,13 +465,12 @@ def _commit_get(seg: Segment, out: list[bytes], limit: int, waited_ns: int) -> i
     avail: int = hdr[_TAIL] - head
     if avail < 1:
         return -max(avail, 0) - 1
-    k = min(limit, avail)
-    u32, buf, slot_size, cap = seg.u32, seg.buf, seg.slot_size, seg.capacity
-    base = seg.slots_offset + L.BLOB_OFFSET
+    k = limit if limit < avail else avail
+    u32, buf, slot_size, cap, base = seg.u32, seg.buf, seg.slot_size, seg.capacity, seg.blob_base
     nbytes = 0
     for i in range(k):
         off = base + ((head + i) % cap) * slot_size
-        size: int = u32[(off - L.BLOB_OFFSET) >> 2]
+        size: int = u32[(off - _BLOB) >> 2]
         out.append(bytes(buf[off : off + size]))
         nbytes += size
     hdr[_HEAD] = head + k  # commit point: the slots are free from here on

@@ -29,7 +29,7 @@ import posix_ipc
 
 from . import _layout as L
 from ._errors import IncompatibleQueueError
-from ._sync import process_start_time
+from ._sync import CONSUMER_LOCK, LOCK_OPS, PRODUCER_LOCK, process_start_time
 
 SHM_DIR: Final = "/dev/shm"
 PREFIX: Final = "sq"
@@ -112,6 +112,7 @@ class Segment:
         self.slot_size = int(self.header["slot_size"])
         self.slots_offset = int(self.header["slots_offset"])
         self.nonce = int(self.header["nonce"])
+        self.blob_base = self.slots_offset + L.BLOB_OFFSET  # offset of slot 0's blob
         self.slots: np.ndarray[Any, Any] = np.ndarray(
             (self.capacity,), L.slot_dtype(self.item_size), buffer=mm, offset=self.slots_offset
         )
@@ -125,11 +126,18 @@ class Segment:
         self.free, self.fill, self.room = (
             posix_ipc.Semaphore(n) for n in _sem_names(base, self.nonce)
         )
+        # What a put and a get use: the semaphore it takes, the one it posts, lock, unlock.
+        self.put_side = (self.free, self.fill, *LOCK_OPS[PRODUCER_LOCK])
+        self.get_side = (self.fill, self.free, *LOCK_OPS[CONSUMER_LOCK])
         _live.add(self)
 
     # -- per-thread lock descriptors ------------------------------------------------------
     def fd(self) -> int:
         """Return this thread's own descriptor of the segment file, for OFD locks."""
+        try:
+            return self._tls.fd.fd  # type: ignore[no-any-return]
+        except AttributeError:
+            pass
         holder = getattr(self._tls, "fd", None)
         if holder is None:
             # Reopening through /proc makes a new open file description (a new lock
