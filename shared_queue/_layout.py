@@ -13,6 +13,7 @@ One segment per queue, in ``/dev/shm``::
                   | 192  consumer line: head, gets, bytes_out, get_waits,          |
                   |      get_wait_ns                      (u8 each, one cache line)|
                   | 256  name S128      384 run_id S128                            |
+                  | 512  dtype S1024   1536 ndim u8   1544 shape u8[32]  (typed raw)   |
     offset 4096   +---------------------------------------------------------------+
                   | slot 0: length u4 | pad to 64 | blob: item_size bytes,        |
                   |         rounded up to 64 (slot_size = 64 + round64(item_size))|
@@ -45,6 +46,10 @@ HEADER_SIZE: Final = 4096
 BLOB_OFFSET: Final = 64  # blob offset inside a slot record
 ALIGN: Final = 64
 NAME_FIELD: Final = 128  # bytes stored for the name and the run_id (display only)
+DTYPE_FIELD: Final = 1024  # bytes for a typed queue's dtype, as text
+MAX_NDIM: Final = 32
+FLAG_RAW: Final = 1  # items are arrays or bytes, not pickles
+FLAG_TYPED: Final = 2  # every item is an array of the header's dtype and shape
 
 # (name, format, offset) of each header field; the drawing above shows the same.
 _HEADER_FIELDS: Final = [
@@ -76,6 +81,10 @@ _HEADER_FIELDS: Final = [
     # display only
     ("name", f"S{NAME_FIELD}", 256),
     ("run_id", f"S{NAME_FIELD}", 256 + NAME_FIELD),
+    # typed raw slots (flags & TYPED): the dtype as text, and the shape
+    ("dtype", f"S{DTYPE_FIELD}", 512),
+    ("ndim", "<u8", 512 + DTYPE_FIELD),
+    ("shape", f"({MAX_NDIM},)<u8", 520 + DTYPE_FIELD),
 ]
 HEADER_DTYPE: Final = np.dtype(
     {

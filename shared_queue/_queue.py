@@ -15,15 +15,17 @@ import pickle
 import time
 from collections.abc import Callable, Iterable
 from fcntl import fcntl
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
+import numpy as np
+import numpy.typing as npt
 import posix_ipc
 
 from . import _layout as L
 from . import _sync
 from ._errors import Empty, Full
 from ._segment import SEM_VALUE_MAX, Segment, describe
-from ._serialize import Serializer, loads
+from ._serialize import Parts, PickleCodec, RawCodec, descriptor, payload_size
 from ._sync import SETLK as _SETLK
 from ._sync import SETLKW as _SETLKW
 
@@ -45,6 +47,25 @@ def _positive_int(what: str, value: Any, limit: int) -> int:
     return value
 
 
+def _typed_slots(
+    label: str, dtype: npt.DTypeLike | None, shape: tuple[int, ...] | int | None
+) -> tuple[np.dtype[Any], tuple[int, ...]] | None:
+    """Return the checked (dtype, shape) of typed slots, or None for untyped."""
+    if dtype is None and shape is None:
+        return None
+    if dtype is None or shape is None:
+        raise ValueError(f"typed queue {label} needs both dtype and shape")
+    dt = np.dtype(dtype)
+    if dt.hasobject:
+        raise TypeError(f"typed queue {label} cannot hold dtype {dt} (it holds Python objects)")
+    dims = (shape,) if isinstance(shape, int) else tuple(shape)
+    if len(dims) > L.MAX_NDIM or not all(isinstance(d, int) and d >= 0 for d in dims):
+        raise ValueError(
+            f"typed queue {label}: shape {shape!r} must be at most {L.MAX_NDIM} non-negative ints"
+        )
+    return dt, dims
+
+
 def _reattach(name: str, run_id: str, recovery_interval: float) -> SharedMemoryQueue:
     return SharedMemoryQueue(name, run_id=run_id, recovery_interval=recovery_interval)
 
@@ -62,6 +83,10 @@ class SharedMemoryQueue:
         lock: Accepted for compatibility with the original API and ignored.
         recovery_interval: How often a blocked operation re-checks the queue so that a
             process killed mid-operation cannot stall it for longer (seconds).
+        raw: Create a raw queue: items are numpy arrays or bytes-like objects, copied with a
+            small descriptor and never pickled (see docs/raw-mode.md).
+        dtype, shape: Create a typed raw queue whose every item is an array of this dtype
+            and shape; item_size is derived from them.
 
     Raises:
         TypeError: A name, capacity or item_size of the wrong type.
@@ -84,23 +109,32 @@ class SharedMemoryQueue:
         lock: Any = None,
         *,
         recovery_interval: float = DEFAULT_RECOVERY_INTERVAL,
+        raw: bool = False,
+        dtype: npt.DTypeLike | None = None,
+        shape: tuple[int, ...] | int | None = None,
     ) -> None:
         if not recovery_interval > 0:
             raise ValueError(f"recovery_interval must be positive, got {recovery_interval}")
         self._name = name
         self._run_id = run_id
         self._recovery_interval = float(recovery_interval)
+        self._label = describe(name, run_id)
         if create:
             _positive_int("capacity", capacity, SEM_VALUE_MAX)
+            typed = _typed_slots(self._label, dtype, shape)
+            if typed is not None:
+                item_size = len(descriptor(*typed)) + typed[0].itemsize * math.prod(typed[1])
             _positive_int("item_size", item_size, 2**32 - 1)
-            seg = Segment.create(name, run_id, capacity, item_size)
+            seg = Segment.create(name, run_id, capacity, item_size, raw or typed is not None, typed)
         else:
             seg = Segment.attach(name, run_id)
         self._seg: Segment | None = seg
         self._capacity = seg.capacity
         self._item_size = seg.item_size
-        self._label = describe(name, run_id)
-        self._serializer = Serializer()
+        self._codec: PickleCodec | RawCodec = (
+            RawCodec(self._label, seg.dtype, seg.shape) if seg.raw else PickleCodec()
+        )
+        seg.extract = self._codec.extract
         # Payloads this handle took from the queue but has not returned yet: the items after
         # one that failed to unpickle in a batch (see _decode).
         self._pending: collections.deque[bytes] = collections.deque()
@@ -125,6 +159,23 @@ class SharedMemoryQueue:
     def item_size(self) -> int:
         """The largest serialized item, in bytes, that fits in a slot."""
         return self._item_size
+
+    @property
+    def raw(self) -> bool:
+        """Whether items travel as raw array bytes rather than pickles."""
+        return self._codec.raw
+
+    @property
+    def dtype(self) -> np.dtype[Any] | None:
+        """The dtype of every item of a typed raw queue, else None."""
+        seg = self._segment()
+        return seg.dtype
+
+    @property
+    def shape(self) -> tuple[int, ...] | None:
+        """The shape of every item of a typed raw queue, else None."""
+        seg = self._segment()
+        return seg.shape
 
     @property
     def closed(self) -> bool:
@@ -291,28 +342,34 @@ class SharedMemoryQueue:
             raise ValueError(f"queue {self._label}: this handle is closed")
         return seg
 
-    def _dumps(self, item: Any) -> bytes:
+    def _dumps(self, item: Any) -> bytes | Parts:
         # Serialize and check the size before touching any semaphore or lock, so that a bad
         # item never holds a slot.
-        try:
-            data = self._serializer.dumps(item)
-        except Exception as exc:
-            raise TypeError(
-                f"item of type {type(item).__name__} cannot be pickled for queue "
-                f"{self._label}: {exc}"
-            ) from exc
-        if len(data) > self._item_size:
+        codec = self._codec
+        if codec.raw:
+            data: bytes | Parts = codec.encode(item)  # raises its own TypeError/ValueError
+        else:
+            try:
+                data = codec.encode(item)
+            except Exception as exc:
+                raise TypeError(
+                    f"item of type {type(item).__name__} cannot be pickled for queue "
+                    f"{self._label}: {exc}"
+                ) from exc
+        size = payload_size(data)
+        if size > self._item_size:
             raise ValueError(
-                f"item of {len(data)} bytes exceeds item_size={self._item_size} of queue "
+                f"item of {size} bytes exceeds item_size={self._item_size} of queue "
                 f"{self._label} (create it with a larger item_size)"
             )
         return data
 
-    def _decode(self, payloads: list[bytes]) -> list[Any]:
+    def _decode(self, payloads: list[Any]) -> list[Any]:
+        decode = self._codec.decode
         items = []
         for i, payload in enumerate(payloads):
             try:
-                items.append(loads(payload))
+                items.append(decode(payload))
             except Exception as exc:
                 # The failed item is consumed; the ones behind it stay with this handle and
                 # come out of its next gets.
@@ -326,7 +383,7 @@ class SharedMemoryQueue:
                 ) from exc
         return items
 
-    def _put(self, payloads: list[bytes], block: bool, timeout: float | None) -> None:
+    def _put(self, payloads: list[bytes | Parts], block: bool, timeout: float | None) -> None:
         n = len(payloads)
         if self._transfer(True, n, block, timeout, _commit_put, payloads, n):
             return
@@ -431,7 +488,7 @@ def _wake_batch(hdr: memoryview, room: posix_ipc.Semaphore) -> None:
         room.release()
 
 
-def _commit_put(seg: Segment, payloads: list[bytes], n: int, waited_ns: int) -> int:
+def _commit_put(seg: Segment, payloads: list[bytes | Parts], n: int, waited_ns: int) -> int:
     """Write the ``n`` payloads at the tail if they all fit; called under the producer lock."""
     hdr = seg.hdr
     cap = seg.capacity
@@ -443,9 +500,16 @@ def _commit_put(seg: Segment, payloads: list[bytes], n: int, waited_ns: int) -> 
     nbytes = 0
     for i, data in enumerate(payloads):
         off = base + ((tail + i) % cap) * slot_size
-        size = len(data)
+        if type(data) is bytes:
+            size = len(data)
+            buf[off : off + size] = data
+        else:
+            size = 0
+            for part in cast(Parts, data):
+                n_part = len(part)  # parts are bytes or 1-d byte memoryviews
+                buf[off + size : off + size + n_part] = part
+                size += n_part
         u32[(off - _BLOB) >> 2] = size
-        buf[off : off + size] = data
         nbytes += size
     hdr[_TAIL] = tail + n  # commit point: the items exist from here on
     hdr[_PUTS] += n
@@ -467,11 +531,12 @@ def _commit_get(seg: Segment, out: list[bytes], limit: int, waited_ns: int) -> i
         return -max(avail, 0) - 1
     k = limit if limit < avail else avail
     u32, buf, slot_size, cap, base = seg.u32, seg.buf, seg.slot_size, seg.capacity, seg.blob_base
+    extract = seg.extract
     nbytes = 0
     for i in range(k):
         off = base + ((head + i) % cap) * slot_size
         size: int = u32[(off - _BLOB) >> 2]
-        out.append(bytes(buf[off : off + size]))
+        out.append(extract(buf, off, size))
         nbytes += size
     hdr[_HEAD] = head + k  # commit point: the slots are free from here on
     hdr[_GETS] += k

@@ -22,6 +22,7 @@ import secrets
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any, Final
 
 import numpy as np
@@ -29,6 +30,7 @@ import posix_ipc
 
 from . import _layout as L
 from ._errors import IncompatibleQueueError
+from ._serialize import dtype_from_bytes, dtype_to_bytes
 from ._sync import CONSUMER_LOCK, LOCK_OPS, PRODUCER_LOCK, process_start_time
 
 SHM_DIR: Final = "/dev/shm"
@@ -65,6 +67,10 @@ def describe(name: str, run_id: str) -> str:
 def _sem_names(base: str, nonce: int) -> tuple[str, str, str]:
     # free: counts free slots; fill: counts items; room: wakes a put_batch waiting for room.
     return tuple(f"/{base}.{nonce:016x}.{kind}" for kind in ("free", "fill", "room"))  # type: ignore[return-value]
+
+
+def _no_codec(buf: memoryview, off: int, size: int) -> Any:
+    raise RuntimeError("segment used without a codec")
 
 
 class _Fd:
@@ -113,6 +119,15 @@ class Segment:
         self.slots_offset = int(self.header["slots_offset"])
         self.nonce = int(self.header["nonce"])
         self.blob_base = self.slots_offset + L.BLOB_OFFSET  # offset of slot 0's blob
+        flags = int(self.header["flags"])
+        self.raw = bool(flags & L.FLAG_RAW)
+        self.dtype: np.dtype[Any] | None = None
+        self.shape: tuple[int, ...] | None = None
+        if flags & L.FLAG_TYPED:
+            self.dtype = dtype_from_bytes(self.header["dtype"][()])
+            self.shape = tuple(int(d) for d in self.header["shape"][: int(self.header["ndim"])])
+        # Copies an item out of its slot (set by the queue handle for its codec).
+        self.extract: Callable[[memoryview, int, int], Any] = _no_codec
         self.slots: np.ndarray[Any, Any] = np.ndarray(
             (self.capacity,), L.slot_dtype(self.item_size), buffer=mm, offset=self.slots_offset
         )
@@ -158,7 +173,13 @@ class Segment:
     # -- lifecycle ------------------------------------------------------------------------
     @classmethod
     def create(
-        cls, name: str, run_id: str, capacity: int, item_size: int, flags: int = 0
+        cls,
+        name: str,
+        run_id: str,
+        capacity: int,
+        item_size: int,
+        raw: bool = False,
+        typed: tuple[np.dtype[Any], tuple[int, ...]] | None = None,
     ) -> Segment:
         """Create, initialise and publish a new segment; FileExistsError if the name is taken."""
         base = base_name(name, run_id)
@@ -182,7 +203,17 @@ class Segment:
             with mmap.mmap(fd, L.HEADER_SIZE) as mm:
                 h = np.ndarray((), L.HEADER_DTYPE, buffer=mm)
                 h["version"] = L.VERSION
-                h["flags"] = flags
+                h["flags"] = (L.FLAG_RAW if raw else 0) | (L.FLAG_TYPED if typed else 0)
+                if typed is not None:
+                    text = dtype_to_bytes(typed[0])
+                    if len(text) > L.DTYPE_FIELD:
+                        raise ValueError(
+                            f"dtype of queue {describe(name, run_id)} is too complex to store "
+                            f"({len(text)} > {L.DTYPE_FIELD} bytes as text)"
+                        )
+                    h["dtype"] = text
+                    h["ndim"] = len(typed[1])
+                    h["shape"][: len(typed[1])] = typed[1]
                 h["capacity"] = capacity
                 h["item_size"] = item_size
                 h["slot_size"] = L.slot_dtype(item_size).itemsize
@@ -215,7 +246,13 @@ class Segment:
                 os.unlink(tmp_path)
         for sem in made:
             sem.close()
-        return cls._map(fd, path, base, name, run_id)
+        try:
+            return cls._map(fd, path, base, name, run_id)
+        except BaseException:
+            os.unlink(path)
+            for sem_name in _sem_names(base, nonce):
+                posix_ipc.unlink_semaphore(sem_name)
+            raise
 
     @classmethod
     def attach(cls, name: str, run_id: str) -> Segment:

@@ -40,6 +40,9 @@ EXPECTED_HEADER = {
     "get_wait_ns": (224, "<u8"),
     "name": (256, "|S128"),
     "run_id": (384, "|S128"),
+    "dtype": (512, "|S1024"),
+    "ndim": (1536, "<u8"),
+    "shape": (1544, "|V256"),
 }
 
 PRODUCER_LINE = [
@@ -88,11 +91,14 @@ def test_docstring_diagram_matches_dtype() -> None:
     assert set(drawn) == {
         "magic", "version", "flags", "capacity", "item_size", "slot_size", "slots_offset",
         "nonce", "creator_pid", "creator_start", "created_ns", "name", "run_id",
+        "dtype", "ndim", "shape",
     }  # fmt: skip
     for off, name, typ in triples:
-        offset, dtype = fields[name]
+        offset, _ = fields[name]
         assert int(off) == offset, name
-        assert np.dtype(dtype) == np.dtype(typ if typ.startswith("S") else "<" + typ), name
+        dt = L.HEADER_DTYPE.fields[name][0]  # type: ignore[index]
+        base = dt.subdtype[0] if dt.subdtype else dt  # "shape u8[32]" is drawn by element
+        assert base == np.dtype(typ if typ.startswith("S") else "<" + typ), name
 
     # The two cache lines: listed in order, u8 each, from the drawn starting offset.
     flat = re.sub(r"\s*\|\s*", " ", doc)  # drop the diagram's borders and line breaks
