@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import collections
 import math
+import os
 import pickle
+import threading
 import time
 from collections.abc import Callable, Iterable
 from fcntl import fcntl
@@ -23,6 +25,7 @@ import posix_ipc
 
 from . import _layout as L
 from . import _sync
+from ._async import SemWaiter
 from ._errors import Empty, Full
 from ._segment import SEM_VALUE_MAX, Segment, describe
 from ._serialize import Parts, PickleCodec, RawCodec, descriptor, payload_size
@@ -135,6 +138,10 @@ class SharedMemoryQueue:
             RawCodec(self._label, seg.dtype, seg.shape) if seg.raw else PickleCodec()
         )
         seg.extract = self._codec.extract
+        # One waiter thread per semaphore, made on the first async wait (see _async.py).
+        self._waiters: dict[int, SemWaiter] = {}
+        self._waiters_pid = os.getpid()
+        self._waiters_lock = threading.Lock()
         # Payloads this handle took from the queue but has not returned yet: the items after
         # one that failed to unpickle in a batch (see _decode).
         self._pending: collections.deque[bytes] = collections.deque()
@@ -208,13 +215,7 @@ class SharedMemoryQueue:
                 handle is closed.
             TypeError: An item cannot be pickled.
         """
-        self._segment()  # a closed handle raises even for an empty batch
-        payloads = [self._dumps(item) for item in items]
-        if len(payloads) > self._capacity:
-            raise ValueError(
-                f"batch of {len(payloads)} items exceeds capacity={self._capacity} of queue "
-                f"{self._label}"
-            )
+        payloads = self._batch_payloads(items)
         if payloads:
             self._put(payloads, block, timeout)
 
@@ -246,6 +247,88 @@ class SharedMemoryQueue:
         """
         _positive_int("max_items", max_items, 2**63 - 1)
         return self._decode(self._take(max_items, block, timeout))
+
+    # -- asyncio ----------------------------------------------------------------------------
+    async def put_async(self, item: Any, timeout: float | None = None) -> None:
+        """Put ``item``, waiting for a free slot without blocking the event loop.
+
+        A cancelled call either put the item or, when it raises CancelledError, did not.
+
+        Raises:
+            Full: No slot freed up within ``timeout``.
+            ValueError, TypeError: As for ``put``; ValueError also if the handle closes.
+        """
+        await self._async(True, [self._dumps(item)], 1, timeout)
+
+    async def put_batch_async(self, items: Iterable[Any], timeout: float | None = None) -> None:
+        """Put all ``items`` or none, waiting for room without blocking the event loop.
+
+        Raises:
+            Full: Room for the whole batch did not free up within ``timeout``.
+            ValueError, TypeError: As for ``put_batch``.
+        """
+        payloads = self._batch_payloads(items)
+        if payloads:
+            await self._async(True, payloads, len(payloads), timeout)
+
+    async def get_async(self, timeout: float | None = None) -> Any:
+        """Remove and return the item at the head, waiting without blocking the event loop.
+
+        A cancelled call either returned its item or left it in the queue.
+
+        Raises:
+            Empty: No item arrived within ``timeout``.
+            ValueError: The handle is closed (also while waiting).
+        """
+        return self._decode(await self._async(False, None, 1, timeout))[0]
+
+    async def get_batch_async(self, max_items: int, timeout: float | None = None) -> list[Any]:
+        """Remove and return 1 to ``max_items`` items, waiting for the first without blocking.
+
+        Raises:
+            Empty: No item arrived within ``timeout``.
+            ValueError: ``max_items`` is not positive, or the handle is closed.
+        """
+        _positive_int("max_items", max_items, 2**63 - 1)
+        return self._decode(await self._async(False, None, max_items, timeout))
+
+    async def _async(
+        self, put: bool, payloads: list[bytes | Parts] | None, n: int, timeout: float | None
+    ) -> list[Any]:
+        # The sync core, tried without blocking; in between, an await on the semaphore (or,
+        # for a batch put, on `room`) that the handle's waiter thread takes counts from. The
+        # await is the only suspension point, so cancellation cannot split an operation.
+        if timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seg = self._segment()
+        batch = put and n > 1
+        waiter = self._waiter(seg.room if batch else seg.free if put else seg.fill)
+        tokens = 0
+        while True:
+            try:
+                if put:
+                    self._put(cast("list[bytes | Parts]", payloads), False, None, tokens)
+                    return []
+                return self._take(n, False, None, tokens)
+            except (Full, Empty):
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise
+            got = await waiter.wait(remaining)
+            tokens = 0 if batch else int(got)
+
+    def _waiter(self, sem: posix_ipc.Semaphore) -> SemWaiter:
+        with self._waiters_lock:
+            if self._waiters_pid != os.getpid():  # a forked child starts without the threads
+                self._waiters = {}
+                self._waiters_pid = os.getpid()
+            waiter = self._waiters.get(id(sem))
+            if waiter is None:
+                waiter = self._waiters[id(sem)] = SemWaiter(
+                    sem, self._recovery_interval, f"queue {self._label}: this handle is closed"
+                )
+            return waiter
 
     # -- state ------------------------------------------------------------------------------
     def qsize(self) -> int:
@@ -290,9 +373,17 @@ class SharedMemoryQueue:
 
     # -- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:
-        """Release this handle's mapping and descriptors; the queue lives on. Idempotent."""
+        """Release this handle's mapping and descriptors; the queue lives on. Idempotent.
+
+        Coroutines waiting in this handle's async methods raise ValueError.
+        """
         seg, self._seg = self._seg, None
         if seg is not None:
+            with self._waiters_lock:
+                waiters = list(self._waiters.values()) if self._waiters_pid == os.getpid() else []
+                self._waiters = {}
+            for waiter in waiters:
+                waiter.close()
             seg.close()
 
     def unlink(self) -> None:
@@ -364,6 +455,16 @@ class SharedMemoryQueue:
             )
         return data
 
+    def _batch_payloads(self, items: Iterable[Any]) -> list[bytes | Parts]:
+        self._segment()  # a closed handle raises even for an empty batch
+        payloads = [self._dumps(item) for item in items]
+        if len(payloads) > self._capacity:
+            raise ValueError(
+                f"batch of {len(payloads)} items exceeds capacity={self._capacity} of queue "
+                f"{self._label}"
+            )
+        return payloads
+
     def _decode(self, payloads: list[Any]) -> list[Any]:
         decode = self._codec.decode
         items = []
@@ -383,13 +484,17 @@ class SharedMemoryQueue:
                 ) from exc
         return items
 
-    def _put(self, payloads: list[bytes | Parts], block: bool, timeout: float | None) -> None:
+    def _put(
+        self, payloads: list[bytes | Parts], block: bool, timeout: float | None, tokens: int = 0
+    ) -> None:
         n = len(payloads)
-        if self._transfer(True, n, block, timeout, _commit_put, payloads, n):
+        if self._transfer(True, n, block, timeout, _commit_put, payloads, n, tokens):
             return
         raise Full(f"queue {self._label} is full (capacity={self._capacity})")
 
-    def _take(self, max_items: int, block: bool, timeout: float | None) -> list[bytes]:
+    def _take(
+        self, max_items: int, block: bool, timeout: float | None, tokens: int = 0
+    ) -> list[Any]:
         self._segment()
         if self._pending:
             try:
@@ -398,7 +503,7 @@ class SharedMemoryQueue:
                 pass
         out: list[bytes] = []
         want = 1 if max_items == 1 else min(max_items, self._capacity)
-        if self._transfer(False, want, block, timeout, _commit_get, out, max_items):
+        if self._transfer(False, want, block, timeout, _commit_get, out, max_items, tokens):
             return out
         raise Empty(f"queue {self._label} is empty")
 
@@ -411,6 +516,7 @@ class SharedMemoryQueue:
         commit: Callable[[Segment, list[Any], int, int], int],
         arg: list[Any],
         limit: int,
+        tokens: int = 0,
     ) -> bool:
         """Move items through ``commit``, holding up to ``want`` counts of the side's semaphore.
 
@@ -420,7 +526,7 @@ class SharedMemoryQueue:
         leaves the estimate off by one; the re-check under the lock, before every wait and
         after every ``recovery_interval`` of waiting, corrects for it. ``commit`` returns the
         number of items moved, or ``-(available + 1)`` when too few were there. Returns False
-        if the time ran out.
+        if the time ran out. ``tokens`` counts the caller already holds (the async path).
         """
         if timeout is not None and timeout < 0:
             raise ValueError("'timeout' must be a non-negative number")
@@ -430,7 +536,6 @@ class SharedMemoryQueue:
         mine, theirs, lock, unlock = seg.put_side if put else seg.get_side
         batch = put and want > 1
         sleep_on = seg.room if batch else mine
-        tokens = 0
         started = 0
         deadline = 0.0
         try:
