@@ -572,6 +572,12 @@ class SharedMemoryQueue:
                     for _ in range(tokens):
                         mine.release()
                     tokens = 0
+                    # A get that freed room after the check, but read batch_wait_until before
+                    # it was set, posted no `room`: look again now that the unlock (a system
+                    # call, so a full barrier) has published the flag.
+                    hdr = seg.hdr
+                    if block and seg.capacity - (hdr[_TAIL] - hdr[_HEAD]) >= want:
+                        continue
                 now = time.monotonic()
                 if not started:
                     if not block:
