@@ -1,0 +1,46 @@
+"""The quick start, for ``python -m shared_queue demo``: three workers drain a task queue."""
+
+from __future__ import annotations
+
+import os
+from multiprocessing import get_context
+
+from ._queue import SharedMemoryQueue
+
+
+def _worker(queue_name: str, run_id: str, worker_id: int) -> None:
+    queue = SharedMemoryQueue(name=queue_name, create=False, run_id=run_id)
+    while True:
+        try:
+            task = queue.get(timeout=1.0)
+        except queue.Empty:
+            continue
+        if task == "STOP":
+            break
+        print(f"worker {worker_id} processing {task}", flush=True)
+    queue.close()
+
+
+def main() -> None:
+    """Create a queue, start three workers, feed them 20 tasks, stop them, clean up."""
+    run_id = f"demo_{os.getpid()}"
+    queue = SharedMemoryQueue(name="tasks", create=True, capacity=100, run_id=run_id)
+    workers = [
+        get_context("spawn").Process(target=_worker, args=("tasks", run_id, i)) for i in range(3)
+    ]
+    try:
+        for p in workers:
+            p.start()
+        for i in range(20):
+            queue.put(f"task_{i}")
+        for _ in workers:
+            queue.put("STOP")
+        for p in workers:
+            p.join(30)
+        print(f"final queue size: {queue.qsize()}; metrics: {queue.get_metrics()}")
+    finally:
+        for p in workers:
+            if p.is_alive():
+                p.kill()
+        queue.unlink()
+        queue.close()
