@@ -9,25 +9,37 @@ One segment per queue, in ``/dev/shm``::
                   |  40  slots_offset u8 48 nonce u8     56 creator_pid i8         |
                   |  64  creator_start u8  72 created_ns u8                        |
                   | 128  producer line: tail, puts, bytes_in, put_waits,           |
-                  |      put_wait_ns, high_water, batch_wait_until (u8 each)       |
+                  |      put_wait_ns, high_water, batch_wait_until, committed      |
+                  |      (u8 each)                                                 |
                   | 192  consumer line: head, gets, bytes_out, get_waits,          |
-                  |      get_wait_ns                      (u8 each, one cache line)|
+                  |      get_wait_ns, freed               (u8 each, one cache line)|
                   | 256  name S128      384 run_id S128                            |
                   | 512  dtype S1024   1536 ndim u8   1544 shape u8[32]  (typed raw)   |
     offset 4096   +---------------------------------------------------------------+
-                  | slot 0: length u4 | pad to 64 | blob: item_size bytes,        |
-                  |         rounded up to 64 (slot_size = 64 + round64(item_size))|
+                  | slot 0: length u4 | state u4 | owner u8 | pin u8 | pad to 64 |  |
+                  |         blob: item_size bytes, rounded up to 64               |
+                  |         (slot_size = 64 + round64(item_size))                 |
                   | slot 1 ...                                                    |
                   | slot capacity-1                                               |
                   +---------------------------------------------------------------+
 
-``head`` and ``tail`` are monotonically increasing item counters (never wrapped): the item
-``k`` lives in slot ``k % capacity``; ``tail - head`` is the number of committed items. The
-producer fields are written only under the producer lock, the consumer fields only under the
-consumer lock, so each side owns its cache line. ``batch_wait_until`` (CLOCK_MONOTONIC ns) is set
-by a ``put_batch`` that sleeps for room; until then every get posts one extra wake-up, so that a
-single put waiting behind the batch is not left asleep beside a free slot. Blobs start 64-byte
-aligned.
+Four counters, monotonically increasing and never wrapped, walk the ring; item ``k`` lives in
+slot ``k % capacity``, and ``freed <= head <= committed <= tail``:
+
+- ``tail``: slots producers have claimed; ``committed``: the prefix of them that is published
+  (visible to consumers). They differ only while a ``put_view`` is open.
+- ``head``: items consumers have claimed; ``freed``: the prefix of them whose slots are back in
+  the ring. They differ only while a ``get_view`` (or a published ``put_view``) array lives.
+
+A slot's ``state`` says where it is between those counters (READY, WRITING, SKIP, READING,
+DONE; see ``_ring``), ``owner`` which process holds it in WRITING or READING, and ``pin`` which
+process still holds a ``put_view`` array of it.
+
+The producer fields are written only under the producer lock, the consumer fields only under
+the consumer lock, so each side owns its cache line. ``batch_wait_until`` (CLOCK_MONOTONIC ns)
+is set by a ``put_batch`` that sleeps for room; until then every get posts one extra wake-up,
+so that a single put waiting behind the batch is not left asleep beside a free slot. Blobs
+start 64-byte aligned.
 
 Hot paths read and write the header through a cached ``memoryview.cast("Q")``; the integer
 indexes they use (``IDX``) are derived here from the dtype so the layout is defined once.
@@ -72,12 +84,14 @@ _HEADER_FIELDS: Final = [
     ("put_wait_ns", "<u8", 160),
     ("high_water", "<u8", 168),
     ("batch_wait_until", "<u8", 176),
+    ("committed", "<u8", 184),
     # consumer line
     ("head", "<u8", 192),
     ("gets", "<u8", 200),
     ("bytes_out", "<u8", 208),
     ("get_waits", "<u8", 216),
     ("get_wait_ns", "<u8", 224),
+    ("freed", "<u8", 232),
     # display only
     ("name", f"S{NAME_FIELD}", 256),
     ("run_id", f"S{NAME_FIELD}", 256 + NAME_FIELD),
@@ -109,9 +123,9 @@ def slot_dtype(item_size: int) -> np.dtype[np.void]:
     """Return the dtype of one slot record for blobs of ``item_size`` bytes."""
     return np.dtype(
         {
-            "names": ["length", "blob"],
-            "formats": ["<u4", ("u1", (round_up(item_size),))],
-            "offsets": [0, BLOB_OFFSET],
+            "names": ["length", "state", "owner", "pin", "blob"],
+            "formats": ["<u4", "<u4", "<u8", "<u8", ("u1", (round_up(item_size),))],
+            "offsets": [0, 4, 8, 16, BLOB_OFFSET],
             "itemsize": BLOB_OFFSET + round_up(item_size),
         }
     )

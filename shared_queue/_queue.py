@@ -10,12 +10,14 @@ tear an item, is in docs/design.md.
 from __future__ import annotations
 
 import collections
+import contextlib
 import math
 import os
 import pickle
 import threading
 import time
-from collections.abc import Callable, Iterable
+import weakref
+from collections.abc import Callable, Iterable, Iterator
 from fcntl import fcntl
 from typing import Any, ClassVar, cast
 
@@ -24,7 +26,7 @@ import numpy.typing as npt
 import posix_ipc
 
 from . import _layout as L
-from . import _sync
+from . import _ring, _sync
 from ._async import SemWaiter
 from ._errors import Empty, Full
 from ._segment import SEM_VALUE_MAX, Segment, describe
@@ -37,6 +39,7 @@ _PUT_WAITS, _PUT_WAIT_NS, _HIGH = L.IDX["put_waits"], L.IDX["put_wait_ns"], L.ID
 _HEAD, _GETS, _BYTES_OUT = L.IDX["head"], L.IDX["gets"], L.IDX["bytes_out"]
 _GET_WAITS, _GET_WAIT_NS = L.IDX["get_waits"], L.IDX["get_wait_ns"]
 _BATCH_WAIT = L.IDX["batch_wait_until"]
+_COMMITTED, _FREED = L.IDX["committed"], L.IDX["freed"]
 _BLOB = L.BLOB_OFFSET
 
 DEFAULT_RECOVERY_INTERVAL = 1.0
@@ -248,6 +251,108 @@ class SharedMemoryQueue:
         _positive_int("max_items", max_items, 2**63 - 1)
         return self._decode(self._take(max_items, block, timeout))
 
+    # -- zero-copy views (raw queues) -------------------------------------------------------
+    @contextlib.contextmanager
+    def get_view(
+        self, block: bool = True, timeout: float | None = None
+    ) -> Iterator[np.ndarray[Any, Any]]:
+        """Take the item at the head and yield a read-only array that views its slot.
+
+        The item leaves the queue at once, as with ``get``. Its slot goes back to the
+        producers when the array and every array derived from it are gone; an array kept
+        past the with-block keeps its slot, so it never shows another item's data.
+
+        Raises:
+            Empty: No item arrived within ``timeout`` (or at once if not ``block``).
+            TypeError: The queue is not raw.
+        """
+        seg = self._raw_segment("get_view")
+        out: list[int] = []
+        if not self._transfer(False, 1, block, timeout, _ring.claim_get, out, 1):
+            raise Empty(f"queue {self._label} is empty")
+        slot = out[0]
+        codec = cast(RawCodec, self._codec)
+        arr = codec.view(seg.buf, slot + L.BLOB_OFFSET, seg.u32[slot >> 2])
+        weakref.finalize(arr, _release_view, seg, slot, False, os.getpid())
+        yield arr
+
+    @contextlib.contextmanager
+    def put_view(
+        self,
+        shape: tuple[int, ...] | int | None = None,
+        dtype: npt.DTypeLike | None = None,
+        block: bool = True,
+        timeout: float | None = None,
+    ) -> Iterator[np.ndarray[Any, Any]]:
+        """Yield a writable array in a free slot; it is put when the with-block exits.
+
+        ``shape`` and ``dtype`` default to a typed queue's. If the block raises, the item is
+        discarded. After the block the array is read-only, and its slot is not reused while
+        the array (or one derived from it) lives.
+
+        Raises:
+            Full: No slot freed up within ``timeout`` (or at once if not ``block``).
+            TypeError: The queue is not raw.
+            ValueError: Shape or dtype missing, not the typed queue's, or too large.
+        """
+        seg = self._raw_segment("put_view")
+        typed = _typed_slots(self._label, seg.dtype if dtype is None else dtype,
+                             seg.shape if shape is None else shape)  # fmt: skip
+        if typed is None:
+            raise ValueError(f"put_view on untyped queue {self._label} needs shape and dtype")
+        dt, dims = typed
+        if seg.dtype is not None and (dt != seg.dtype or dims != seg.shape):
+            raise ValueError(
+                f"put_view of {dt} with shape {dims} does not match typed queue {self._label} "
+                f"({seg.dtype} of shape {seg.shape})"
+            )
+        desc = descriptor(dt, dims)
+        size = len(desc) + dt.itemsize * math.prod(dims)
+        if size > self._item_size:
+            raise ValueError(
+                f"item of {size} bytes exceeds item_size={self._item_size} of queue "
+                f"{self._label} (create it with a larger item_size)"
+            )
+        out: list[int] = []
+        if not self._transfer(True, 1, block, timeout, _ring.claim_put, out, 1):
+            raise Full(f"queue {self._label} is full (capacity={self._capacity})")
+        blob = out[0] + L.BLOB_OFFSET
+        arr: np.ndarray[Any, Any] = np.ndarray(dims, dt, buffer=seg.buf, offset=blob + len(desc))
+        ok = False
+        try:
+            yield arr
+            ok = True
+        finally:
+            if ok:
+                seg.buf[blob : blob + len(desc)] = desc
+            self._under_lock(seg, True, _ring.publish, out[0], size, ok)
+            if ok:
+                arr.flags.writeable = False
+                weakref.finalize(arr, _release_view, seg, out[0], True, os.getpid())
+
+    def _raw_segment(self, what: str) -> Segment:
+        seg = self._segment()
+        if not seg.raw:
+            raise TypeError(
+                f"{what} needs a raw queue; queue {self._label} pickles its items "
+                "(create it with raw=True or dtype= and shape=)"
+            )
+        return seg
+
+    def _under_lock(self, seg: Segment, producer: bool, fn: Callable[..., int], *args: Any) -> int:
+        """Run ``fn(seg, *args)`` under one side's lock; post the other side its result."""
+        lock, unlock = _sync.LOCK_OPS[_sync.PRODUCER_LOCK if producer else _sync.CONSUMER_LOCK]
+        fd = seg.fd()
+        fcntl(fd, _SETLKW, lock)
+        try:
+            posts = fn(seg, *args)
+        finally:
+            fcntl(fd, _SETLK, unlock)
+        post = (seg.fill if producer else seg.free).release
+        for _ in range(posts):
+            post()
+        return posts
+
     # -- asyncio ----------------------------------------------------------------------------
     async def put_async(self, item: Any, timeout: float | None = None) -> None:
         """Put ``item``, waiting for a free slot without blocking the event loop.
@@ -335,16 +440,19 @@ class SharedMemoryQueue:
         """Return the number of items in the queue (approximate while others operate)."""
         hdr = self._segment().hdr
         head: int = hdr[_HEAD]
-        tail: int = hdr[_TAIL]
-        return max(0, min(self._capacity, tail - head))
+        committed: int = hdr[_COMMITTED]
+        return max(0, min(self._capacity, committed - head))
 
     def empty(self) -> bool:
         """Return whether the queue holds no items (approximate while others operate)."""
         return self.qsize() == 0
 
     def full(self) -> bool:
-        """Return whether every slot is taken (approximate while others operate)."""
-        return self.qsize() >= self._capacity
+        """Return whether no slot is free (approximate while others operate)."""
+        hdr = self._segment().hdr
+        freed: int = hdr[_FREED]
+        tail: int = hdr[_TAIL]
+        return tail - freed >= self._capacity
 
     def get_metrics(self) -> dict[str, Any]:
         """Return a snapshot of the queue's size and cumulative counters.
@@ -488,7 +596,7 @@ class SharedMemoryQueue:
         self, payloads: list[bytes | Parts], block: bool, timeout: float | None, tokens: int = 0
     ) -> None:
         n = len(payloads)
-        if self._transfer(True, n, block, timeout, _commit_put, payloads, n, tokens):
+        if self._transfer(True, n, block, timeout, _ring.commit_put, payloads, n, tokens):
             return
         raise Full(f"queue {self._label} is full (capacity={self._capacity})")
 
@@ -503,7 +611,7 @@ class SharedMemoryQueue:
                 pass
         out: list[bytes] = []
         want = 1 if max_items == 1 else min(max_items, self._capacity)
-        if self._transfer(False, want, block, timeout, _commit_get, out, max_items, tokens):
+        if self._transfer(False, want, block, timeout, _ring.commit_get, out, max_items, tokens):
             return out
         raise Empty(f"queue {self._label} is empty")
 
@@ -513,7 +621,7 @@ class SharedMemoryQueue:
         want: int,
         block: bool,
         timeout: float | None,
-        commit: Callable[[Segment, list[Any], int, int], int],
+        commit: Callable[[Segment, list[Any], int, int], tuple[int, int, int]],
         arg: list[Any],
         limit: int,
         tokens: int = 0,
@@ -524,9 +632,10 @@ class SharedMemoryQueue:
         fast, sleepable estimate; the header counters, read under the side's lock in
         ``commit``, are the truth. A process killed between its semaphore op and its commit
         leaves the estimate off by one; the re-check under the lock, before every wait and
-        after every ``recovery_interval`` of waiting, corrects for it. ``commit`` returns the
-        number of items moved, or ``-(available + 1)`` when too few were there. Returns False
-        if the time ran out. ``tokens`` counts the caller already holds (the async path).
+        after every ``recovery_interval`` of waiting, corrects for it. ``commit`` (see
+        ``_ring``) returns (items moved, counts to post to the other side, what it saw
+        available). Returns False if the time ran out. ``tokens`` counts the caller already
+        holds (the async path).
         """
         if timeout is not None and timeout < 0:
             raise ValueError("'timeout' must be a non-negative number")
@@ -538,6 +647,7 @@ class SharedMemoryQueue:
         sleep_on = seg.room if batch else mine
         started = 0
         deadline = 0.0
+        recover = False
         try:
             while True:
                 while tokens < want:
@@ -549,25 +659,30 @@ class SharedMemoryQueue:
                 fd = seg.fd()
                 fcntl(fd, _SETLKW, lock)  # EINTR is retried by Python (PEP 475)
                 try:
-                    moved = commit(seg, arg, limit, time.monotonic_ns() - started if started else 0)
-                    if moved < 0 and batch and block:
+                    moved, posts, avail = commit(
+                        seg, arg, limit, time.monotonic_ns() - started if started else 0
+                    )
+                    if not moved and batch and block:
                         # Ask consumers to post `room` while this batch sleeps (see below).
                         until = time.monotonic_ns() + int(self._recovery_interval * 1e9)
                         seg.hdr[_BATCH_WAIT] = max(seg.hdr[_BATCH_WAIT], until)
                 finally:
                     fcntl(fd, _SETLK, unlock)
-                if moved > 0:
-                    tokens = 0  # used, or surplus counts that the header did not back
+                if posts:
                     post = theirs.release
-                    for _ in range(moved):
+                    for _ in range(posts):
                         post()
                     if not put and seg.hdr[_BATCH_WAIT]:
                         _wake_batch(seg.hdr, seg.room)
+                if moved:
+                    tokens = 0  # used, or surplus counts that the header did not back
                     return True
                 # Keep only as many counts as the header backs; the rest were surplus. A
                 # batch keeps none while it sleeps: single puts may use that room meanwhile,
                 # and the batch sleeps on `room`, which gets post while it waits.
-                tokens = min(tokens, -moved - 1)
+                tokens = min(tokens, avail)
+                if self._catch_up(seg, put, recover):
+                    continue  # the other side's lagging counter moved: look again
                 if batch:
                     for _ in range(tokens):
                         mine.release()
@@ -576,7 +691,7 @@ class SharedMemoryQueue:
                     # it was set, posted no `room`: look again now that the unlock (a system
                     # call, so a full barrier) has published the flag.
                     hdr = seg.hdr
-                    if block and seg.capacity - (hdr[_TAIL] - hdr[_HEAD]) >= want:
+                    if block and seg.capacity - (hdr[_TAIL] - hdr[_FREED]) >= want:
                         continue
                 now = time.monotonic()
                 if not started:
@@ -588,9 +703,27 @@ class SharedMemoryQueue:
                     return False
                 if _sync.wait(sleep_on, min(deadline - now, self._recovery_interval)):
                     tokens += not batch
+                    recover = False
+                else:
+                    recover = True  # a whole interval without a post: check for the dead
         finally:
             for _ in range(tokens):
                 mine.release()
+
+    def _catch_up(self, seg: Segment, put: bool, recover: bool) -> bool:
+        """Move the lagging counter a view left behind; True if that made room or items.
+
+        A put that finds no room may be held up by ``freed`` (a get_view or a pinned
+        put_view array, possibly of a dead process); a get that finds nothing, by
+        ``committed`` (an open put_view). Those counters belong to the other side, so this
+        takes the other side's lock, never both at once.
+        """
+        hdr = seg.hdr
+        if put and hdr[_FREED] < hdr[_HEAD]:
+            return self._under_lock(seg, False, _ring.advance_freed, recover) > 0
+        if not put and hdr[_COMMITTED] < hdr[_TAIL]:
+            return self._under_lock(seg, True, _ring.advance_committed, recover) > 0
+        return False
 
 
 def _wake_batch(hdr: memoryview, room: posix_ipc.Semaphore) -> None:
@@ -599,60 +732,22 @@ def _wake_batch(hdr: memoryview, room: posix_ipc.Semaphore) -> None:
         room.release()
 
 
-def _commit_put(seg: Segment, payloads: list[bytes | Parts], n: int, waited_ns: int) -> int:
-    """Write the ``n`` payloads at the tail if they all fit; called under the producer lock."""
-    hdr = seg.hdr
-    cap = seg.capacity
-    tail: int = hdr[_TAIL]
-    used: int = tail - hdr[_HEAD]
-    if cap - used < n:
-        return -(cap - used) - 1  # not enough room: report the room seen
-    u32, buf, slot_size, base = seg.u32, seg.buf, seg.slot_size, seg.blob_base
-    nbytes = 0
-    for i, data in enumerate(payloads):
-        off = base + ((tail + i) % cap) * slot_size
-        if type(data) is bytes:
-            size = len(data)
-            buf[off : off + size] = data
-        else:
-            size = 0
-            for part in cast(Parts, data):
-                n_part = len(part)  # parts are bytes or 1-d byte memoryviews
-                buf[off + size : off + size + n_part] = part
-                size += n_part
-        u32[(off - _BLOB) >> 2] = size
-        nbytes += size
-    hdr[_TAIL] = tail + n  # commit point: the items exist from here on
-    hdr[_PUTS] += n
-    hdr[_BYTES_IN] += nbytes
-    if used + n > hdr[_HIGH]:
-        hdr[_HIGH] = used + n
-    if waited_ns:
-        hdr[_PUT_WAITS] += 1
-        hdr[_PUT_WAIT_NS] += waited_ns
-    return n
-
-
-def _commit_get(seg: Segment, out: list[bytes], limit: int, waited_ns: int) -> int:
-    """Move up to ``limit`` payloads from the head into ``out``; under the consumer lock."""
-    hdr = seg.hdr
-    head: int = hdr[_HEAD]
-    avail: int = hdr[_TAIL] - head
-    if avail < 1:
-        return -max(avail, 0) - 1
-    k = limit if limit < avail else avail
-    u32, buf, slot_size, cap, base = seg.u32, seg.buf, seg.slot_size, seg.capacity, seg.blob_base
-    extract = seg.extract
-    nbytes = 0
-    for i in range(k):
-        off = base + ((head + i) % cap) * slot_size
-        size: int = u32[(off - _BLOB) >> 2]
-        out.append(extract(buf, off, size))
-        nbytes += size
-    hdr[_HEAD] = head + k  # commit point: the slots are free from here on
-    hdr[_GETS] += k
-    hdr[_BYTES_OUT] += nbytes
-    if waited_ns:
-        hdr[_GET_WAITS] += 1
-        hdr[_GET_WAIT_NS] += waited_ns
-    return k
+def _release_view(seg: Segment, slot: int, pin: bool, pid: int) -> None:
+    """Finalizer of a view's array: give its slot back to the ring."""
+    if os.getpid() != pid:
+        return  # a forked child's copy of the array: the parent still holds the slot
+    _ring.release(seg, slot, pin)
+    if seg.closed:
+        return  # producers move `freed` when they next look for room
+    # The garbage collector may run this while this thread holds the consumer lock, so only
+    # try to take it, through a descriptor of its own; if it is busy, whoever holds it (or a
+    # producer woken by the post below) moves `freed`.
+    if seg.try_lock(_sync.CONSUMER_LOCK) < 0:
+        seg.free.release()
+        return
+    try:
+        moved = _ring.advance_freed(seg)
+    finally:
+        seg.unlock_side(_sync.CONSUMER_LOCK)
+    for _ in range(moved):
+        seg.free.release()

@@ -15,6 +15,7 @@ segment when an attaching process exits (gh-82300).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import mmap
 import os
@@ -31,7 +32,7 @@ import posix_ipc
 from . import _layout as L
 from ._errors import IncompatibleQueueError
 from ._serialize import dtype_from_bytes, dtype_to_bytes
-from ._sync import CONSUMER_LOCK, LOCK_OPS, PRODUCER_LOCK, process_start_time
+from ._sync import CONSUMER_LOCK, LOCK_OPS, PRODUCER_LOCK, SETLK, process_start_time
 
 SHM_DIR: Final = "/dev/shm"
 PREFIX: Final = "sq"
@@ -135,9 +136,13 @@ class Segment:
         self.buf = memoryview(mm)
         self.hdr = self.buf[: L.HEADER_SIZE].cast("Q")
         self.u32 = self.buf.cast("I")
+        self.u64 = self.buf.cast("Q")
         self._tls = threading.local()
         self._fds: weakref.WeakSet[_Fd] = weakref.WeakSet()
         self._fds_lock = threading.Lock()
+        self._side_fd = _Fd(os.open(f"/proc/self/fd/{fd}", os.O_RDWR | os.O_CLOEXEC))
+        self._side_lock = threading.Lock()
+        self.closed = False
         self.free, self.fill, self.room = (
             posix_ipc.Semaphore(n) for n in _sem_names(base, self.nonce)
         )
@@ -163,9 +168,36 @@ class Segment:
                 self._fds.add(holder)
         return holder.fd
 
-    def _reset_thread_fds(self) -> None:
+    def try_lock(self, byte: int) -> int:
+        """Take the lock on ``byte`` without waiting, through a descriptor of its own.
+
+        Returns that descriptor, or -1 if the lock is busy. Used where the calling thread
+        may already hold the lock (a view's finalizer run by the garbage collector): the
+        separate open file description makes that a conflict, not a silent re-entry.
+        """
+        if not self._side_lock.acquire(blocking=False):
+            return -1
+        try:
+            fcntl.fcntl(self._side_fd.fd, SETLK, LOCK_OPS[byte][0])
+        except OSError:
+            self._side_lock.release()
+            return -1
+        return self._side_fd.fd
+
+    def unlock_side(self, byte: int) -> None:
+        """Release a lock taken with ``try_lock``."""
+        fcntl.fcntl(self._side_fd.fd, SETLK, LOCK_OPS[byte][1])
+        self._side_lock.release()
+
+    def _close_fds(self) -> None:
         for holder in list(self._fds):
             holder.close()
+        self._side_fd.close()
+
+    def _reset_thread_fds(self) -> None:
+        self._close_fds()
+        self._side_fd = _Fd(os.open(f"/proc/self/fd/{self._fd}", os.O_RDWR | os.O_CLOEXEC))
+        self._side_lock = threading.Lock()
         self._tls = threading.local()
         self._fds = weakref.WeakSet()
         self._fds_lock = threading.Lock()
@@ -311,15 +343,20 @@ class Segment:
     def close(self) -> None:
         """Unmap the segment and close descriptors and semaphores of this handle."""
         _live.discard(self)
-        self._reset_thread_fds()
+        self._close_fds()
+        self.closed = True
         for sem in (self.free, self.fill, self.room):
             sem.close()
-        self.hdr.release()
-        self.u32.release()
-        self.buf.release()
         del self.header, self.slots
-        # A caller that still holds a view into the segment keeps it mapped until collected.
-        with contextlib.suppress(BufferError):
+        try:
+            self.buf.release()
+        except BufferError:
+            # Arrays from get_view/put_view still view the segment: it stays mapped, with the
+            # integer views their finalizers use, until they are collected.
+            pass
+        else:
+            for view in (self.hdr, self.u32, self.u64):
+                view.release()
             self._mm.close()
         os.close(self._fd)
 

@@ -29,7 +29,7 @@ import io
 import pickle
 import struct
 import threading
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import cloudpickle
 import numpy as np
@@ -203,7 +203,7 @@ class RawCodec:
         self._dtype = dtype
         self._shape = shape
         self._enc: dict[tuple[Any, ...], bytes] = {}
-        self._dec: dict[bytes, tuple[np.dtype[Any], tuple[int, ...], str]] = {}
+        self._dec: dict[bytes, tuple[np.dtype[Any], tuple[int, ...], Literal["C", "F"]]] = {}
 
     def encode(self, obj: Any) -> Parts:
         """Return the slot bytes of an ndarray or bytes-like ``obj``."""
@@ -260,19 +260,35 @@ class RawCodec:
         desc_len, kind, _, _ = _RAW_HEAD.unpack_from(buf, off)
         if kind == _BYTES:
             return bytes(buf[off + desc_len : off + size])
+        dtype, shape, order = self._parse(buf, off, desc_len)
+        arr = np.empty(shape, dtype, order=order)
+        n = arr.nbytes
+        if n:
+            flat = (arr.T if order == "F" else arr).reshape(-1).view(np.uint8)
+            flat[:] = np.frombuffer(buf, np.uint8, n, off + desc_len)
+        return arr
+
+    def view(self, buf: memoryview, off: int, size: int) -> np.ndarray[Any, Any]:
+        """Return a read-only array that views the item in its slot (bytes as uint8)."""
+        desc_len, kind, _, _ = _RAW_HEAD.unpack_from(buf, off)
+        if kind == _BYTES:
+            arr = np.frombuffer(buf, np.uint8, size - desc_len, off + desc_len)
+        else:
+            dtype, shape, order = self._parse(buf, off, desc_len)
+            arr = np.ndarray(shape, dtype, buffer=buf, offset=off + desc_len, order=order)
+        arr.flags.writeable = False
+        return arr
+
+    def _parse(
+        self, buf: memoryview, off: int, desc_len: int
+    ) -> tuple[np.dtype[Any], tuple[int, ...], Literal["C", "F"]]:
         key = bytes(buf[off : off + desc_len])
         parsed = self._dec.get(key)
         if parsed is None:
             if len(self._dec) > 256:
                 self._dec.clear()
             parsed = self._dec[key] = _parse_descriptor(key)
-        dtype, shape, order = parsed
-        arr = np.empty(shape, dtype, order=order)  # type: ignore[call-overload]
-        n = arr.nbytes
-        if n:
-            flat = (arr.T if order == "F" else arr).reshape(-1).view(np.uint8)
-            flat[:] = np.frombuffer(buf, np.uint8, n, off + desc_len)
-        return arr
+        return parsed
 
     @staticmethod
     def decode(item: Any) -> Any:
@@ -280,7 +296,7 @@ class RawCodec:
         return item
 
 
-def _parse_descriptor(desc: bytes) -> tuple[np.dtype[Any], tuple[int, ...], str]:
+def _parse_descriptor(desc: bytes) -> tuple[np.dtype[Any], tuple[int, ...], Literal["C", "F"]]:
     _, _, order, ndim = _RAW_HEAD.unpack_from(desc, 0)
     shape = struct.unpack_from(f"<{ndim}q", desc, _RAW_HEAD.size)
     text = desc[_RAW_HEAD.size + 8 * ndim :].rstrip(b"\0")

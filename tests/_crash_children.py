@@ -34,7 +34,7 @@ import posix_ipc
 
 import shared_queue
 from shared_queue import _layout as L
-from shared_queue import _queue
+from shared_queue import _ring
 
 TIMEOUT = 40  # seconds; only reached on a deadlock (as tests/conftest.py)
 HANG = 60  # seconds a child sleeps at its crash point; the parent kills it long before
@@ -111,7 +111,7 @@ class SemProxy:
 class BufProxy:
     """Stands in for ``seg.buf`` (the segment's memoryview) and dies inside the real copy.
 
-    ``_commit_put`` and ``_commit_get`` copy each payload with one slice assignment or read
+    ``commit_put`` and ``commit_get`` copy each payload with one slice assignment or read
     of ``seg.buf``; this lets ``stop_at`` of them through, then copies half of the next one
     (a write) or reads it (a read), reports and hangs, inside the real commit function
     while it holds the lock. So a commit that published its counter before its copy would
@@ -146,12 +146,14 @@ class BufProxy:
         return getattr(self.real, name)
 
 
-def _hold_after(real: Callable[..., int], notify: Callable[[], None]) -> Callable[..., int]:
+def _hold_after(
+    real: Callable[..., tuple[int, int, int]], notify: Callable[[], None]
+) -> Callable[..., tuple[int, int, int]]:
     """A commit that commits, then dies still holding the lock."""
 
-    def commit(*args: Any) -> int:
+    def commit(*args: Any) -> tuple[int, int, int]:
         moved = real(*args)
-        if moved > 0:
+        if moved[0] > 0:
             notify()
             _hang()
         return moved
@@ -224,9 +226,9 @@ def install(
     elif hook == "held_commit":
         notify = _notify_then(conn, hook, None)
         if side == "put":
-            _queue._commit_put = _hold_after(_queue._commit_put, notify)  # type: ignore[assignment]
+            _ring.commit_put = _hold_after(_ring.commit_put, notify)  # type: ignore[assignment]
         else:
-            _queue._commit_get = _hold_after(_queue._commit_get, notify)  # type: ignore[assignment]
+            _ring.commit_get = _hold_after(_ring.commit_get, notify)  # type: ignore[assignment]
     elif hook == "before_post":
         _swap(seg, theirs_attr, SemProxy(theirs, on_release=_notify_then(conn, hook, _hang)))
     elif hook != "none":
@@ -744,19 +746,19 @@ def paused_put_batch(conn: Connection, name: str, ri: float, items: list[Any], g
     """put_batch on a full queue, pausing once right after its first check found no room
     (still under the producer lock, before it asks consumers to post ``room``)."""
     q = shared_queue.SharedMemoryQueue(name, recovery_interval=ri)
-    real = _queue._commit_put
+    real = _ring.commit_put
     paused = False
 
-    def commit(*args: Any) -> int:
+    def commit(*args: Any) -> tuple[int, int, int]:
         nonlocal paused
         moved = real(*args)
-        if moved < 0 and not paused:
+        if not moved[0] and not paused:
             paused = True
             conn.send(("reached", "no_room", time.monotonic()))
             go.wait(TIMEOUT)
         return moved
 
-    _queue._commit_put = commit  # type: ignore[assignment]
+    _ring.commit_put = commit  # type: ignore[assignment]
     q.put_batch(items, timeout=TIMEOUT)
     conn.send(("done", "put_batch", None, time.monotonic()))
     q.close()

@@ -32,12 +32,14 @@ EXPECTED_HEADER = {
     "put_wait_ns": (160, "<u8"),
     "high_water": (168, "<u8"),
     "batch_wait_until": (176, "<u8"),
+    "committed": (184, "<u8"),
     # consumer cache line
     "head": (192, "<u8"),
     "gets": (200, "<u8"),
     "bytes_out": (208, "<u8"),
     "get_waits": (216, "<u8"),
     "get_wait_ns": (224, "<u8"),
+    "freed": (232, "<u8"),
     "name": (256, "|S128"),
     "run_id": (384, "|S128"),
     "dtype": (512, "|S1024"),
@@ -47,8 +49,9 @@ EXPECTED_HEADER = {
 
 PRODUCER_LINE = [
     "tail", "puts", "bytes_in", "put_waits", "put_wait_ns", "high_water", "batch_wait_until",
+    "committed",
 ]  # fmt: skip
-CONSUMER_LINE = ["head", "gets", "bytes_out", "get_waits", "get_wait_ns"]
+CONSUMER_LINE = ["head", "gets", "bytes_out", "get_waits", "get_wait_ns", "freed"]
 
 
 def _fields() -> dict[str, tuple[int, str]]:
