@@ -72,11 +72,15 @@ class SemWaiter:
             with self._cond, contextlib.suppress(ValueError):  # ValueError: already handed out
                 self._waiters.remove(entry)
 
-    def close(self) -> None:
-        """Fail every waiter with ValueError and stop the thread."""
+    def close(self) -> bool:
+        """Fail every waiter with ValueError and stop the thread; True once it has stopped.
+
+        False means the thread may still sit in a semaphore wait (it leaves at its next
+        wake-up): the semaphore must then stay open, so the caller leaves it to the collector.
+        """
         with self._cond:
             if self._closed:
-                return
+                return self._thread is None or not self._thread.is_alive()
             self._closed = True
             waiters = list(self._waiters)
             self._waiters.clear()
@@ -85,8 +89,13 @@ class SemWaiter:
         for loop, fut in waiters:
             _call_soon(loop, _fail, fut, ValueError(self._closed_message))
         if thread is not None and thread.is_alive():
-            self._sem.release()  # wake the thread from its semaphore wait; it drops the count
-            thread.join(self._interval + 1.0)
+            # Wake the thread from its semaphore wait. The post may reach another process's
+            # waiter instead, which then finds nothing and waits again (a spare count is
+            # dropped by the next re-check); the thread ends at its next wake-up either way.
+            self._sem.release()
+            thread.join(0.1)
+            return not thread.is_alive()
+        return True
 
     def _run(self) -> None:
         while True:
@@ -98,7 +107,9 @@ class SemWaiter:
             got = _sync.wait(self._sem, self._interval)
             with self._cond:
                 if self._closed:
-                    return  # a count taken now is close()'s own wake-up post: drop it
+                    if got:
+                        self._sem.release()  # not ours to keep: a real item or close()'s post
+                    return
                 if got:
                     if self._waiters:
                         loop, fut = self._waiters.popleft()

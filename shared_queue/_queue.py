@@ -413,7 +413,7 @@ class SharedMemoryQueue:
         while True:
             try:
                 if put:
-                    self._put(cast("list[bytes | Parts]", payloads), False, None, tokens)
+                    self._put(cast("list[bytes | Parts]", payloads), False, None, tokens, True)
                     return []
                 return self._take(n, False, None, tokens)
             except (Full, Empty):
@@ -490,9 +490,8 @@ class SharedMemoryQueue:
             with self._waiters_lock:
                 waiters = list(self._waiters.values()) if self._waiters_pid == os.getpid() else []
                 self._waiters = {}
-            for waiter in waiters:
-                waiter.close()
-            seg.close()
+            stopped = [waiter.close() for waiter in waiters]
+            seg.close(close_semaphores=all(stopped))
 
     def unlink(self) -> None:
         """Remove the queue's name and semaphores from the system, once across all handles.
@@ -593,10 +592,17 @@ class SharedMemoryQueue:
         return items
 
     def _put(
-        self, payloads: list[bytes | Parts], block: bool, timeout: float | None, tokens: int = 0
+        self,
+        payloads: list[bytes | Parts],
+        block: bool,
+        timeout: float | None,
+        tokens: int = 0,
+        will_wait: bool = False,
     ) -> None:
         n = len(payloads)
-        if self._transfer(True, n, block, timeout, _ring.commit_put, payloads, n, tokens):
+        if self._transfer(
+            True, n, block, timeout, _ring.commit_put, payloads, n, tokens, block or will_wait
+        ):
             return
         raise Full(f"queue {self._label} is full (capacity={self._capacity})")
 
@@ -625,6 +631,7 @@ class SharedMemoryQueue:
         arg: list[Any],
         limit: int,
         tokens: int = 0,
+        will_wait: bool = False,
     ) -> bool:
         """Move items through ``commit``, holding up to ``want`` counts of the side's semaphore.
 
@@ -635,7 +642,8 @@ class SharedMemoryQueue:
         after every ``recovery_interval`` of waiting, corrects for it. ``commit`` (see
         ``_ring``) returns (items moved, counts to post to the other side, what it saw
         available). Returns False if the time ran out. ``tokens`` counts the caller already
-        holds (the async path).
+        holds, and ``will_wait`` says the caller waits after a non-blocking try (the async
+        path).
         """
         if timeout is not None and timeout < 0:
             raise ValueError("'timeout' must be a non-negative number")
@@ -662,7 +670,7 @@ class SharedMemoryQueue:
                     moved, posts, avail = commit(
                         seg, arg, limit, time.monotonic_ns() - started if started else 0
                     )
-                    if not moved and batch and block:
+                    if not moved and batch and will_wait:
                         # Ask consumers to post `room` while this batch sleeps (see below).
                         until = time.monotonic_ns() + int(self._recovery_interval * 1e9)
                         seg.hdr[_BATCH_WAIT] = max(seg.hdr[_BATCH_WAIT], until)

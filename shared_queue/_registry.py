@@ -105,7 +105,10 @@ def inspect(base: str) -> QueueInfo | None:
     h = read_header(path)
     if h is None:
         return None
-    st = os.stat(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:  # unlinked meanwhile
+        return None
     flags = h["flags"]
     mode = "typed" if flags & L.FLAG_TYPED else "raw" if flags & L.FLAG_RAW else "pickle"
     return QueueInfo(
@@ -157,10 +160,16 @@ def remove(name: str, run_id: str = "") -> list[str]:
 
 
 def _remove_base(base: str) -> list[str]:
+    # The segment itself only if its header says it is a queue; leftovers by their names.
+    ours = read_header(os.path.join(SHM_DIR, base)) is not None
     removed = []
     for entry in os.listdir(SHM_DIR):
         temp, sem = _TEMP.match(entry), _SEM.match(entry)
-        if entry == base or (temp and temp["base"] == base) or (sem and sem["base"] == base):
+        if (
+            (entry == base and ours)
+            or (temp and temp["base"] == base)
+            or (sem and sem["base"] == base)
+        ):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(SHM_DIR, entry))
                 removed.append(entry)

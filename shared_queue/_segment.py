@@ -340,13 +340,18 @@ class Segment:
             os.close(fd)
             raise
 
-    def close(self) -> None:
-        """Unmap the segment and close descriptors and semaphores of this handle."""
+    def close(self, close_semaphores: bool = True) -> None:
+        """Unmap the segment and close descriptors and semaphores of this handle.
+
+        ``close_semaphores=False`` leaves them to be closed when collected, for a thread that
+        may still be waiting on one.
+        """
         _live.discard(self)
         self._close_fds()
         self.closed = True
-        for sem in (self.free, self.fill, self.room):
-            sem.close()
+        if close_semaphores:
+            for sem in (self.free, self.fill, self.room):
+                sem.close()
         del self.header, self.slots
         try:
             self.buf.release()

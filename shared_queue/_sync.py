@@ -71,8 +71,12 @@ def process_start_time(pid: int) -> int | None:
             stat = f.read()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    # Field 22; the command name (field 2) is in parentheses and may contain spaces.
-    return int(stat[stat.rindex(b")") + 2 :].split()[19])
+    # The command name (field 2) is in parentheses and may contain spaces; after it come
+    # the state (field 3) and, 19 fields on, the start time (field 22).
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):  # exited, not yet reaped: as good as gone
+        return None
+    return int(fields[19])
 
 
 def process_alive(pid: int, start_time: int) -> bool:
