@@ -4,19 +4,19 @@ One segment per queue, in ``/dev/shm``::
 
     offset 0      +---------------------------------------------------------------+
                   | header record (HEADER_DTYPE, 4096 bytes, one page)            |
-                  |   0  magic u8        8 version u4   12 flags u4                |
-                  |  16  capacity u8    24 item_size u8  32 slot_size u8           |
-                  |  40  slots_offset u8 48 nonce u8     56 creator_pid i8         |
-                  |  64  creator_start u8  72 created_ns u8                        |
-                  | 128  producer line: tail, puts, bytes_in, put_waits,           |
-                  |      put_wait_ns, high_water, batch_wait_until, committed      |
-                  |      (u8 each)                                                 |
-                  | 192  consumer line: head, gets, bytes_out, get_waits,          |
+                  |   0  magic u8        8 version u4   12 flags u4               |
+                  |  16  capacity u8    24 item_size u8  32 slot_size u8          |
+                  |  40  slots_offset u8 48 nonce u8     56 creator_pid i8        |
+                  |  64  creator_start u8  72 created_ns u8                       |
+                  | 128  producer line: tail, puts, bytes_in, put_waits,          |
+                  |      put_wait_ns, high_water, batch_wait_until, committed     |
+                  |      (u8 each)                                                |
+                  | 192  consumer line: head, gets, bytes_out, get_waits,         |
                   |      get_wait_ns, freed               (u8 each, one cache line)|
-                  | 256  name S128      384 run_id S128                            |
-                  | 512  dtype S1024   1536 ndim u8   1544 shape u8[32]  (typed raw)   |
+                  | 256  name S128      384 run_id S128                           |
+                  | 512  dtype S1024   1536 ndim u8   1544 shape u8[32] (typed raw)|
     offset 4096   +---------------------------------------------------------------+
-                  | slot 0: length u4 | state u4 | owner u8 | pin u8 | pad to 64 |  |
+                  | slot 0: length u4, state u4, owner u8, pin u8, pad to 64;     |
                   |         blob: item_size bytes, rounded up to 64               |
                   |         (slot_size = 64 + round64(item_size))                 |
                   | slot 1 ...                                                    |

@@ -91,8 +91,9 @@ class SharedMemoryQueue:
             process killed mid-operation cannot stall it for longer (seconds).
         raw: Create a raw queue: items are numpy arrays or bytes-like objects, copied with a
             small descriptor and never pickled (see docs/raw-mode.md).
-        dtype, shape: Create a typed raw queue whose every item is an array of this dtype
-            and shape; item_size is derived from them.
+        dtype: With ``shape``, create a typed raw queue whose every item is an array of
+            this dtype and shape; item_size is derived from them.
+        shape: The shape of a typed raw queue's items (see ``dtype``).
 
     Raises:
         TypeError: A name, capacity or item_size of the wrong type.

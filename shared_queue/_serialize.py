@@ -191,7 +191,8 @@ class RawCodec:
 
     Args:
         label: The queue's name, for messages.
-        dtype, shape: The typed queue's slot type, or None for any array.
+        dtype: The typed queue's item dtype, or None for any array.
+        shape: The typed queue's item shape, or None for any array.
     """
 
     raw = True
