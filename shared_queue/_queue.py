@@ -62,9 +62,12 @@ def _typed_slots(
     if dtype is None or shape is None:
         raise ValueError(f"typed queue {label} needs both dtype and shape")
     dt = np.dtype(dtype)
+    dims = (shape,) if isinstance(shape, int) else tuple(shape)
+    if dt.subdtype is not None:  # ("f4", (2,)) items are float32 arrays with a longer shape
+        dt, sub = dt.subdtype
+        dims += sub
     if dt.hasobject:
         raise TypeError(f"typed queue {label} cannot hold dtype {dt} (it holds Python objects)")
-    dims = (shape,) if isinstance(shape, int) else tuple(shape)
     if len(dims) > L.MAX_NDIM or not all(isinstance(d, int) and d >= 0 for d in dims):
         raise ValueError(
             f"typed queue {label}: shape {shape!r} must be at most {L.MAX_NDIM} non-negative ints"

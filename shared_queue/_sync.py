@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import struct
+import threading
 import time
 from typing import Final
 
@@ -41,8 +43,12 @@ SETLK: Final[int] = fcntl.F_OFD_SETLK
 def wait(sem: posix_ipc.Semaphore, timeout: float) -> bool:
     """Take one count of ``sem``, waiting at most ``timeout`` seconds; True if taken.
 
-    ``timeout <= 0`` tries without waiting. A signal that interrupts the wait is retried
-    with the time that remains (posix_ipc raises ``SignalError`` rather than retrying).
+    ``timeout <= 0`` tries without waiting. In the main thread, signals that have a Python
+    handler are held back during the wait and run as it returns: posix_ipc runs a handler
+    itself when a signal interrupts the wait and drops any exception it raises except
+    KeyboardInterrupt, so a handler that raises (SystemExit from a SIGTERM handler, a timeout
+    alarm) would otherwise never end a blocked call. Such a handler therefore runs at most one
+    wait slice (``recovery_interval``) late; Ctrl-C still interrupts at once.
     """
     if timeout <= 0:
         try:
@@ -50,18 +56,43 @@ def wait(sem: posix_ipc.Semaphore, timeout: float) -> bool:
         except posix_ipc.BusyError:
             return False
         return True
+    if threading.current_thread() is threading.main_thread():
+        held = _signals_with_handlers()
+        if held:
+            old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+            try:
+                return _wait(sem, timeout)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)  # held signals run now
+    return _wait(sem, timeout)
+
+
+def _wait(sem: posix_ipc.Semaphore, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while True:
         try:
             sem.acquire(timeout)
         except posix_ipc.BusyError:
             return False
-        except posix_ipc.SignalError:
+        except posix_ipc.SignalError:  # a signal without a Python handler: wait on
             timeout = deadline - time.monotonic()
             if timeout <= 0:
                 return False
             continue
         return True
+
+
+def _signals_with_handlers() -> set[signal.Signals]:
+    """Signals whose Python handler could raise (SIGINT's default KeyboardInterrupt aside)."""
+    held = set()
+    for sig in signal.valid_signals():
+        try:
+            handler = signal.getsignal(sig)
+        except (OSError, ValueError):
+            continue
+        if callable(handler) and handler is not signal.default_int_handler:
+            held.add(sig)
+    return held
 
 
 def process_start_time(pid: int) -> int | None:
