@@ -420,7 +420,7 @@ class SharedQueueImpl(Impl):
         self,
         variant: dict[str, Any] | None = None,
         *,
-        mode: str | None = None,  # None (pickle), "raw" or "typed"
+        mode: str | None = None,  # None (pickle), "raw", "typed" or "view" (typed, get_view)
         locks: str | None = None,  # None (as shipped), "shim" or "nosafety": see LockSwap
         roles: frozenset[str] = frozenset({"base"}),
     ):
@@ -473,7 +473,7 @@ class SharedQueueImpl(Impl):
         kwargs = dict(self._ctor_kwargs)
         if self.mode == "raw":
             kwargs["raw"] = True
-        elif self.mode == "typed":
+        elif self.mode in ("typed", "view"):
             if array is None:
                 raise BenchError("a typed queue needs an array workload")
             kwargs.update(dtype=array.dtype, shape=array.shape)
@@ -512,7 +512,11 @@ class SharedQueueImpl(Impl):
         get_async = getattr(q, "get_async", None)
         return Ops(
             put=partial(q.put, timeout=OP_TIMEOUT),
-            get=partial(q.get, timeout=OP_TIMEOUT),
+            get=(
+                partial(_view_get, q)
+                if self.mode == "view"
+                else partial(q.get, timeout=OP_TIMEOUT)
+            ),
             put_many=put_batch,
             get_many=get_batch,
             get_async=partial(get_async, timeout=OP_TIMEOUT) if get_async else None,
@@ -520,6 +524,13 @@ class SharedQueueImpl(Impl):
 
     def version(self):
         return getattr(self._mod, "__version__", "") + f" ({_git_rev()})"
+
+
+def _view_get(q: Any) -> Any:
+    """get_view instead of get: touch the item in place; the slot returns when it is dropped."""
+    with q.get_view(timeout=OP_TIMEOUT) as arr:
+        arr[0]  # read in place, no copy
+    return arr
 
 
 def _with_timeout_if_supported(fn: Callable) -> Callable:
@@ -749,6 +760,7 @@ def _array_consumer(impl: Impl, endpoint, barrier, n: int, nbytes: int) -> tuple
             isinstance(first, np.ndarray) and first.dtype == np.float32 and first.nbytes == nbytes
         ):
             raise BenchError(f"got {type(first).__name__} {getattr(first, 'dtype', '')}")
+        del first  # a get_view array keeps its slot (and those after it) while it lives
         for _ in range(n - 1):
             get()
         return n, time.perf_counter()
@@ -1127,6 +1139,7 @@ def build_impls(keys: list[str], variants: list[dict]) -> list[Impl]:
             impls += [
                 SharedQueueImpl(mode="raw", roles=frozenset({"raw"})),
                 SharedQueueImpl(mode="typed", roles=frozenset({"typed"})),
+                SharedQueueImpl(mode="view", roles=frozenset({"typed"})),
             ]
             if variants:
                 impls += [SharedQueueImpl(v) for v in variants]

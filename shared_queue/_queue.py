@@ -277,6 +277,7 @@ class SharedMemoryQueue:
         slot = out[0]
         codec = cast(RawCodec, self._codec)
         arr = codec.view(seg.buf, slot + L.BLOB_OFFSET, seg.u32[slot >> 2])
+        seg.view_opened()
         weakref.finalize(arr, _release_view, seg, slot, False, os.getpid())
         yield arr
 
@@ -332,6 +333,7 @@ class SharedMemoryQueue:
             self._under_lock(seg, True, _ring.publish, out[0], size, ok)
             if ok:
                 arr.flags.writeable = False
+                seg.view_opened()
                 weakref.finalize(arr, _release_view, seg, out[0], True, os.getpid())
 
     def _raw_segment(self, what: str) -> Segment:
@@ -748,9 +750,15 @@ def _release_view(seg: Segment, slot: int, pin: bool, pid: int) -> None:
     """Finalizer of a view's array: give its slot back to the ring."""
     if os.getpid() != pid:
         return  # a forked child's copy of the array: the parent still holds the slot
-    _ring.release(seg, slot, pin)
-    if seg.closed:
-        return  # producers move `freed` when they next look for room
+    try:
+        _ring.release(seg, slot, pin)
+        if not seg.closed:
+            _advance_after_release(seg)
+    finally:
+        seg.view_closed()
+
+
+def _advance_after_release(seg: Segment) -> None:
     # The garbage collector may run this while this thread holds the consumer lock, so only
     # try to take it, through a descriptor of its own; if it is busy, whoever holds it (or a
     # producer woken by the post below) moves `freed`.

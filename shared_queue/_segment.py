@@ -143,6 +143,8 @@ class Segment:
         self._side_fd = _Fd(os.open(f"/proc/self/fd/{fd}", os.O_RDWR | os.O_CLOEXEC))
         self._side_lock = threading.Lock()
         self.closed = False
+        self.views_out = 0
+        self._views_lock = threading.Lock()
         self.free, self.fill, self.room = (
             posix_ipc.Semaphore(n) for n in _sem_names(base, self.nonce)
         )
@@ -344,26 +346,38 @@ class Segment:
         """Unmap the segment and close descriptors and semaphores of this handle.
 
         ``close_semaphores=False`` leaves them to be closed when collected, for a thread that
-        may still be waiting on one.
+        may still be waiting on one. While arrays from views live, the mapping stays (their
+        finalizers still mark their slots); the last one unmaps it.
         """
         _live.discard(self)
         self._close_fds()
-        self.closed = True
         if close_semaphores:
             for sem in (self.free, self.fill, self.room):
                 sem.close()
-        del self.header, self.slots
-        try:
-            self.buf.release()
-        except BufferError:
-            # Arrays from get_view/put_view still view the segment: it stays mapped, with the
-            # integer views their finalizers use, until they are collected.
-            pass
-        else:
-            for view in (self.hdr, self.u32, self.u64):
-                view.release()
-            self._mm.close()
+        with self._views_lock:
+            self.closed = True
+            if not self.views_out:
+                self._unmap()
         os.close(self._fd)
+
+    def view_opened(self) -> None:
+        """Count an array that views a slot (see ``close``)."""
+        with self._views_lock:
+            self.views_out += 1
+
+    def view_closed(self) -> None:
+        """Uncount a view's array; after ``close``, the last one unmaps the segment."""
+        with self._views_lock:
+            self.views_out -= 1
+            if self.closed and not self.views_out:
+                self._unmap()
+
+    def _unmap(self) -> None:
+        del self.header, self.slots
+        for view in (self.hdr, self.u32, self.u64, self.buf):
+            view.release()
+        with contextlib.suppress(BufferError):  # a numpy view the caller made of a view
+            self._mm.close()
 
     def unlink(self) -> None:
         """Remove the queue's name and semaphores; FileNotFoundError if already removed."""
