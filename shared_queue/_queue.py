@@ -264,7 +264,8 @@ class SharedMemoryQueue:
 
         The item leaves the queue at once, as with ``get``. Its slot goes back to the
         producers when the array and every array derived from it are gone; an array kept
-        past the with-block keeps its slot, so it never shows another item's data.
+        past the with-block keeps its slot, so it never shows another item's data. Slots are
+        reused in order, so a kept array also holds back the reuse of the slots after it.
 
         Raises:
             Empty: No item arrived within ``timeout`` (or at once if not ``block``).
@@ -292,8 +293,9 @@ class SharedMemoryQueue:
         """Yield a writable array in a free slot; it is put when the with-block exits.
 
         ``shape`` and ``dtype`` default to a typed queue's. If the block raises, the item is
-        discarded. After the block the array is read-only, and its slot is not reused while
-        the array (or one derived from it) lives.
+        discarded (its slot stays taken until consumers pass it). After the block the array is
+        read-only, and its slot is not reused while the array (or one derived from it) lives;
+        arrays derived from it inside the block stay writable, so do not keep those.
 
         Raises:
             Full: No slot freed up within ``timeout`` (or at once if not ``block``).
@@ -331,10 +333,9 @@ class SharedMemoryQueue:
             if ok:
                 seg.buf[blob : blob + len(desc)] = desc
             self._under_lock(seg, True, _ring.publish, out[0], size, ok)
-            if ok:
-                arr.flags.writeable = False
-                seg.view_opened()
-                weakref.finalize(arr, _release_view, seg, out[0], True, os.getpid())
+            arr.flags.writeable = False
+            seg.view_opened()
+            weakref.finalize(arr, _release_view, seg, out[0], True, os.getpid())
 
     def _raw_segment(self, what: str) -> Segment:
         seg = self._segment()
@@ -771,3 +772,5 @@ def _advance_after_release(seg: Segment) -> None:
         seg.unlock_side(_sync.CONSUMER_LOCK)
     for _ in range(moved):
         seg.free.release()
+    if moved and seg.hdr[_BATCH_WAIT]:
+        _wake_batch(seg.hdr, seg.room)

@@ -117,14 +117,17 @@ def commit_get(seg: Segment, out: list[Any], limit: int, waited_ns: int) -> tupl
     avail: int = hdr[_COMMITTED] - head
     if avail < 1:
         return 0, 0, 0
-    k = limit if limit < avail else avail
     u64, buf, slot_size, cap, base = seg.u64, seg.buf, seg.slot_size, seg.capacity, seg.blob_base
     extract = seg.extract
     simple = hdr[_FREED] == head
     nbytes = 0
     got = 0
-    for i in range(k):
-        off = base + ((head + i) % cap) * slot_size
+    k = 0  # slots taken: the items, and the discarded put_views among them
+    while k < avail and got < limit:
+        off = base + ((head + k) % cap) * slot_size
+        k += 1
+        if u64[((off - _BLOB) >> 3) + 2]:  # pinned by a put_view array: not free yet
+            simple = False
         word: int = u64[(off - _BLOB) >> 3]
         if word >> 32 == SKIP:
             continue
@@ -132,8 +135,6 @@ def commit_get(seg: Segment, out: list[Any], limit: int, waited_ns: int) -> tupl
         out.append(extract(buf, off, size))
         nbytes += size
         got += 1
-        if u64[((off - _BLOB) >> 3) + 2]:  # pinned by a put_view array: not free yet
-            simple = False
     hdr[_HEAD] = head + k  # commit point: the items are taken
     if simple:
         hdr[_FREED] = head + k
@@ -172,9 +173,12 @@ def claim_put(seg: Segment, out: list[Any], n: int, waited_ns: int) -> tuple[int
 
 
 def publish(seg: Segment, slot: int, size: int, ok: bool) -> int:
-    """End a put_view: READY (pinned by this process) or SKIP; return items now visible."""
+    """End a put_view: READY or, if its block raised, SKIP; return items now visible.
+
+    Either way the slot is pinned by this process until its array is collected.
+    """
+    seg.u64[(slot >> 3) + 2] = owner_id()
     if ok:
-        seg.u64[(slot >> 3) + 2] = owner_id()
         seg.u64[slot >> 3] = size | READY << 32
         seg.hdr[_PUTS] += 1
         seg.hdr[_BYTES_IN] += size

@@ -1,0 +1,1037 @@
+"""Zero-copy views: ``get_view`` and ``put_view`` on raw queues (issue "numpy raw mode ...
+Zero-copy views").
+
+``with q.get_view() as arr`` takes the item at the head and yields a read-only array viewing its
+slot; the slot goes back to the producers when the array and every array derived from it are
+gone. ``with q.put_view(shape, dtype) as arr`` yields a writable array in a free slot, published
+when the block exits normally and discarded when it raises; afterwards the array is read-only and
+pins its slot while it lives. What is checked here:
+
+* round trips (values, dtype, shape, order; structured dtypes; bytes items as uint8), argument
+  errors, Empty/Full with block and timeout, proven blocking and prompt wake-ups;
+* a slot is never reused while a view of it lives: producers raise Full or block instead of
+  wrapping onto it, the kept array still shows its own item after other traffic, and its slot is
+  reusable once the array (and what derives from it) is gone;
+* FIFO with every mix of put, put_view, get and get_view; an open put_view holds back the items
+  behind it; exactly-once and FIFO under threads and processes (fork, spawn) that hold views for
+  random lengths of time, every item checksummed;
+* views across processes, and processes SIGKILLed while holding a get_view, inside an open
+  put_view, or while a published put_view array pins its slot: survivors proceed within
+  ``recovery_interval`` + margin and the queue fills to capacity and drains afterwards;
+* closing a handle while views are alive.
+
+A kept view holds back more than its slot: ``freed`` advances in order, so it stops at the
+oldest held slot and every slot behind it comes back only with it (docs/design.md; see
+``test_a_kept_view_holds_back_the_slots_after_it``). So tests that keep a view let at most
+capacity - 1 items pass meanwhile, and arrays are dropped deliberately (``del``, helpers that
+return no array): a stray reference to a view, even a loop variable, stalls the queue.
+
+Tests marked ``xfail(strict=True)`` with a reason starting "BUG:" would pin defects found while
+writing these tests; they pass once the library is fixed (and then strict xfail fails, as a
+reminder to drop the mark).
+"""
+
+from __future__ import annotations
+
+import collections
+import gc
+import multiprocessing
+import os
+import queue
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
+from typing import Any
+
+import _view_children as vc
+import numpy as np
+import pytest
+from conftest import TIMEOUT
+
+import shared_queue
+from shared_queue import SharedMemoryQueue
+
+pytestmark = pytest.mark.timeout(60)
+
+RI = 0.3  # recovery_interval of the crash tests
+MARGIN = 0.6  # scheduling slack on top of recovery_interval (as tests/test_crash.py)
+PROMPT = 0.9  # a wake-up by a semaphore post: faster than one default recovery tick (1 s)
+NO_RECOVERY = 30.0  # recovery_interval where a prompt return must come from a post
+QUIET = 0.5  # how long a call must stay blocked to count as blocked (> RI: survives a re-check)
+TOLERANCE = 0.05  # allowed early return of a timed wait
+SEED = int(os.environ.get("SHARED_QUEUE_VIEW_SEED") or 20240607)
+SHAPE = (8,)
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def item(v: int) -> np.ndarray[Any, Any]:
+    return np.full(SHAPE, v, np.int64)
+
+
+def value(arr: np.ndarray[Any, Any]) -> int:
+    """The value of an ``item``; AssertionError if the array is torn (not all one value)."""
+    v = int(arr.reshape(-1)[0])
+    assert (arr == v).all(), f"torn item: {arr.tolist()}"
+    return v
+
+
+def typed(make_queue: Any, capacity: int = 4, ri: float = RI) -> SharedMemoryQueue:
+    q: SharedMemoryQueue = make_queue(
+        capacity=capacity, dtype=np.int64, shape=SHAPE, recovery_interval=ri
+    )
+    return q
+
+
+def view_value(q: SharedMemoryQueue, **kwargs: Any) -> int:
+    """get_view one item and return its value; the view is gone when this returns."""
+    with q.get_view(**kwargs) as arr:
+        return value(arr)
+
+
+def put_view_value(q: SharedMemoryQueue, v: int, **kwargs: Any) -> None:
+    """put_view an item of value ``v``; the array is gone when this returns."""
+    with q.put_view(**kwargs) as arr:
+        arr[...] = v
+
+
+def drain(q: SharedMemoryQueue) -> list[int]:
+    """Get everything there is now with get_nowait."""
+    got = []
+    while True:
+        try:
+            got.append(value(q.get_nowait()))
+        except shared_queue.Empty:
+            return got
+
+
+def room(q: SharedMemoryQueue) -> int:
+    """How many items put_nowait takes now (the queue must be empty); gets them back out."""
+    assert q.qsize() == 0
+    n = 0
+    while n <= q.capacity:
+        try:
+            q.put_nowait(item(-1 - n))
+        except shared_queue.Full:
+            break
+        n += 1
+    assert drain(q) == [-1 - i for i in range(n)]
+    return n
+
+
+def assert_healthy(q: SharedMemoryQueue) -> None:
+    """The (empty) queue fills to capacity and drains in order; its semaphores agree again."""
+    assert q.qsize() == 0
+    seqs = list(range(1000, 1000 + q.capacity))
+    for seq in seqs:
+        q.put_nowait(item(seq))
+    with pytest.raises(shared_queue.Full):
+        q.put_nowait(item(999))
+    assert drain(q) == seqs
+    with pytest.raises(shared_queue.Empty):
+        q.get_nowait()
+    seg = q._seg
+    assert seg is not None
+    assert (seg.free.value, seg.fill.value) == (q.capacity, 0)
+
+
+class Bg:
+    """Run ``fn(*args, **kwargs)`` in a daemon thread; record its result or error and end time."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.result: Any = None
+        self.exc: BaseException | None = None
+        self.t_done = 0.0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.result = self.fn(*self.args, **self.kwargs)
+        except BaseException as exc:
+            self.exc = exc
+        finally:
+            self.t_done = time.monotonic()
+            self.done.set()
+
+    def quiet(self, seconds: float = QUIET) -> None:
+        """Assert that the call is still running after ``seconds``: it is blocked."""
+        assert not self.done.wait(seconds), f"appeared not to block: {self.result!r} {self.exc!r}"
+
+    def join(self, timeout: float = TIMEOUT) -> Any:
+        assert self.done.wait(timeout), f"{self.fn.__name__} did not return within {timeout} s"
+        self.thread.join(timeout)
+        if self.exc is not None:
+            raise self.exc
+        return self.result
+
+
+# -- processes -------------------------------------------------------------------------------------
+class Child:
+    """A child process and the read end of its report pipe."""
+
+    def __init__(self, proc: Any, conn: Connection) -> None:
+        self.proc, self.conn = proc, conn
+
+    def expect(self, *kinds: str, timeout: float = TIMEOUT) -> tuple[Any, ...]:
+        """Return the child's next report, which must be one of ``kinds``."""
+        if not self.conn.poll(timeout):
+            pytest.fail(f"child {self.proc.pid}: no {kinds} within {timeout} s")
+        try:
+            msg = self.conn.recv()
+        except EOFError:
+            self.proc.join(TIMEOUT)
+            pytest.fail(f"child died (exitcode {self.proc.exitcode}) before reporting {kinds}")
+        if msg[0] == "error":
+            pytest.fail(f"child {self.proc.pid} failed:\n{msg[1]}")
+        assert msg[0] in kinds, f"expected {kinds}, child reported {msg}"
+        return tuple(msg)
+
+    def kill(self) -> float:
+        """SIGKILL the child, reap it, and return the time it was dead by."""
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.join(TIMEOUT)
+        assert self.proc.exitcode == -signal.SIGKILL
+        return time.monotonic()
+
+    def finish(self) -> None:
+        self.proc.join(TIMEOUT)
+        assert self.proc.exitcode == 0
+
+
+@pytest.fixture(params=["fork", "spawn"])
+def ctx(request: pytest.FixtureRequest) -> Any:
+    return multiprocessing.get_context(request.param)
+
+
+@pytest.fixture
+def children(ctx: Any) -> Iterator[Callable[..., Child]]:
+    """Start children with a report pipe; kill and reap whatever is left at the end."""
+    started: list[Child] = []
+
+    def start(target: Callable[..., None], *args: Any) -> Child:
+        r, w = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=target, args=(w, *args), daemon=True)
+        proc.start()
+        w.close()
+        child = Child(proc, r)
+        started.append(child)
+        return child
+
+    yield start
+    for child in started:
+        if child.proc.exitcode is None:
+            child.proc.kill()
+        child.proc.join(TIMEOUT)
+        child.conn.close()
+
+
+# -- round trips -----------------------------------------------------------------------------------
+POINT = np.dtype([("id", "<u4"), ("pos", "<f8", (3,)), ("tag", "S5"), ("ok", "?")])
+ARRAYS = {
+    "int32-2d": np.arange(12, dtype=np.int32).reshape(3, 4),
+    "float64-fortran": np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+    "big-endian": np.arange(5, dtype=">i4"),
+    "complex": np.array([1 + 2j, -3j], np.complex128),
+    "bool": np.array([True, False, True]),
+    "datetime": np.array(["2024-01-01", "2024-06-07"], "datetime64[ns]"),
+    "structured": np.array(
+        [(1, (0.5, 1.5, 2.5), b"ab", True), (2, (3, 4, 5), b"xyz", False)], POINT
+    ),
+    "0-d": np.array(3.25),
+    "empty": np.zeros((0, 3), np.float32),
+    "strided": np.arange(20, dtype=np.int16)[::3],
+}
+
+
+@pytest.mark.parametrize("arr", ARRAYS.values(), ids=ARRAYS.keys())
+def test_get_view_round_trip(make_queue: Any, arr: np.ndarray[Any, Any]) -> None:
+    q = make_queue(capacity=2, item_size=1024, raw=True)
+    q.put(arr)
+    with q.get_view() as view:
+        assert view.dtype == arr.dtype
+        assert view.shape == arr.shape
+        np.testing.assert_array_equal(view, arr)
+        if arr.ndim > 1 and arr.flags.f_contiguous and not arr.flags.c_contiguous:
+            assert view.flags.f_contiguous  # the memory order travels, as with get
+        assert not view.flags.writeable
+        assert not view.flags.owndata  # a view of the slot, not a copy
+        if view.size:
+            with pytest.raises(ValueError, match="read-only"):
+                view[...] = view.reshape(-1)[0]
+        assert q.qsize() == 0  # the item left the queue at once
+    np.testing.assert_array_equal(view, arr)
+    del view
+
+
+@pytest.mark.parametrize("data", [b"payload \x00\xff", bytearray(b"ba"), memoryview(b"mv"), b""],
+                         ids=["bytes", "bytearray", "memoryview", "empty"])  # fmt: skip
+def test_get_view_of_bytes_items_is_uint8(make_queue: Any, data: Any) -> None:
+    q = make_queue(capacity=2, item_size=256, raw=True)
+    q.put(data)
+    with q.get_view() as view:
+        assert view.dtype == np.uint8
+        assert view.shape == (len(bytes(data)),)
+        assert view.tobytes() == bytes(data)
+        assert not view.flags.writeable
+    del view
+    assert room(q) == 2
+
+
+def test_put_view_round_trip(make_queue: Any) -> None:
+    q = make_queue(capacity=4, item_size=1024, raw=True)
+    with q.put_view((3, 4), np.float32) as arr:
+        assert arr.flags.writeable
+        assert (arr.shape, arr.dtype) == ((3, 4), np.float32)
+        arr[...] = np.arange(12).reshape(3, 4)
+    with q.put_view(5, POINT) as rec:  # an int shape; a structured dtype
+        rec["id"] = np.arange(5)
+        rec["pos"] = np.arange(15).reshape(5, 3)
+        rec["tag"] = b"hello"
+        rec["ok"] = [True, False, True, False, True]
+    with q.put_view((), np.complex64) as scalar:
+        scalar[()] = 1 - 1j
+    got = q.get()  # a copy
+    assert (got.shape, got.dtype) == ((3, 4), np.float32)
+    np.testing.assert_array_equal(got, np.arange(12).reshape(3, 4))
+    with q.get_view() as view:
+        assert (view.shape, view.dtype) == ((5,), POINT)
+        assert view["id"].tolist() == [0, 1, 2, 3, 4]
+        np.testing.assert_array_equal(view["pos"], np.arange(15).reshape(5, 3))
+        assert view["tag"].tolist() == [b"hello"] * 5
+        assert view["ok"].tolist() == [True, False, True, False, True]
+        np.testing.assert_array_equal(view, rec)
+    assert q.get() == np.complex64(1 - 1j)
+    del arr, rec, scalar, view
+    gc.collect()
+    assert room(q) == 4
+
+
+def test_put_view_defaults_to_a_typed_queues_slots(make_queue: Any) -> None:
+    q = make_queue(capacity=2, dtype=np.uint16, shape=(2, 3))
+    with q.put_view() as arr:
+        assert (arr.shape, arr.dtype) == ((2, 3), np.uint16)
+        arr[...] = 7
+    with q.put_view((2, 3), np.uint16) as same:  # naming the queue's own type is fine
+        same[...] = 8
+    assert q.get().tolist() == [[7] * 3] * 2
+    assert q.get().tolist() == [[8] * 3] * 2
+
+
+def test_put_view_argument_errors(make_queue: Any) -> None:
+    typed_q = make_queue(capacity=2, dtype=np.int64, shape=SHAPE)
+    with pytest.raises(ValueError, match=r"^put_view of float64 with shape \(8,\) does not match"):
+        typed_q.put_view(dtype=np.float64).__enter__()
+    with pytest.raises(ValueError, match=r"^put_view of int64 with shape \(4,\) does not match"):
+        typed_q.put_view(shape=4).__enter__()
+    with pytest.raises(ValueError, match="does not match"):
+        typed_q.put_view((2, 4)).__enter__()
+    assert room(typed_q) == 2  # nothing was claimed
+    typed_q.unlink()
+    typed_q.close()
+
+    raw_q = make_queue(capacity=2, item_size=128, raw=True)
+    with pytest.raises(ValueError, match=r"^put_view on untyped queue .* needs shape and dtype"):
+        raw_q.put_view().__enter__()
+    with pytest.raises(ValueError, match="needs both dtype and shape"):
+        raw_q.put_view(shape=4).__enter__()
+    with pytest.raises(ValueError, match="needs both dtype and shape"):
+        raw_q.put_view(dtype=np.int8).__enter__()
+    with pytest.raises(ValueError, match=r"^item of \d+ bytes exceeds item_size=128 .*"
+                                         r"\(create it with a larger item_size\)$"):  # fmt: skip
+        raw_q.put_view(100, np.int64).__enter__()
+    assert room(raw_q) == 2
+
+
+def test_views_need_a_raw_queue(make_queue: Any) -> None:
+    q = make_queue(capacity=2, item_size=256)
+    q.put("an object")
+    with pytest.raises(TypeError, match=r"^get_view needs a raw queue; queue .* pickles its items"):
+        q.get_view().__enter__()
+    with pytest.raises(TypeError, match=r"^put_view needs a raw queue"):
+        q.put_view(4, np.int8).__enter__()
+    assert q.get_nowait() == "an object"  # get_view took nothing
+
+
+def test_views_on_a_closed_handle(make_queue: Any) -> None:
+    q = typed(make_queue)
+    q.close()
+    with pytest.raises(ValueError, match="this handle is closed"):
+        q.get_view().__enter__()
+    with pytest.raises(ValueError, match="this handle is closed"):
+        q.put_view().__enter__()
+
+
+# -- blocking --------------------------------------------------------------------------------------
+def test_get_view_empty_and_timeout(make_queue: Any) -> None:
+    q = typed(make_queue)
+    with pytest.raises(shared_queue.Empty):
+        q.get_view(block=False).__enter__()
+    with pytest.raises(queue.Empty):  # the stdlib exception still catches it
+        q.get_view(False).__enter__()
+    t0 = time.monotonic()
+    with pytest.raises(shared_queue.Empty, match="is empty"):
+        q.get_view(timeout=0.2).__enter__()
+    assert time.monotonic() - t0 >= 0.2 - TOLERANCE
+    with pytest.raises(ValueError, match="non-negative"):
+        q.get_view(timeout=-1).__enter__()
+
+
+def test_put_view_full_and_timeout(make_queue: Any) -> None:
+    q = typed(make_queue, capacity=2)
+    q.put(item(1))
+    put_view_value(q, 2)
+    with pytest.raises(shared_queue.Full):
+        q.put_view(block=False).__enter__()
+    with pytest.raises(queue.Full):
+        q.put_view(block=False).__enter__()
+    t0 = time.monotonic()
+    with pytest.raises(shared_queue.Full, match=r"is full \(capacity=2\)"):
+        q.put_view(timeout=0.2).__enter__()
+    assert time.monotonic() - t0 >= 0.2 - TOLERANCE
+    assert drain(q) == [1, 2]  # the failed put_views left no trace
+
+
+def test_get_view_blocks_until_an_item_arrives(make_queue: Any) -> None:
+    q = typed(make_queue, ri=NO_RECOVERY)
+    waiter = Bg(view_value, q, timeout=TIMEOUT)
+    waiter.quiet()
+    t_put = time.monotonic()
+    put_view_value(q, 5)
+    assert waiter.join() == 5
+    assert waiter.t_done - t_put < PROMPT
+
+
+def test_put_view_blocks_until_a_slot_frees(make_queue: Any) -> None:
+    q = typed(make_queue, capacity=1, ri=NO_RECOVERY)
+    q.put(item(1))
+    waiter = Bg(put_view_value, q, 2, timeout=TIMEOUT)
+    waiter.quiet()
+    t_get = time.monotonic()
+    assert value(q.get()) == 1
+    waiter.join()
+    assert waiter.t_done - t_get < PROMPT
+    assert drain(q) == [2]
+
+
+# -- a view keeps its slot -------------------------------------------------------------------------
+def test_kept_get_view_keeps_its_slot(make_queue: Any) -> None:
+    q = typed(make_queue, capacity=3)
+    q.put(item(7))
+    with q.get_view() as kept:
+        pass
+    assert value(kept) == 7
+    # Producers fill the other slots, then would wrap onto the kept one: they do not.
+    q.put_nowait(item(1))
+    put_view_value(q, 2, block=False)
+    with pytest.raises(shared_queue.Full):
+        q.put_nowait(item(3))
+    with pytest.raises(shared_queue.Full):
+        q.put(item(3), timeout=0.1)
+    with pytest.raises(shared_queue.Full):
+        put_view_value(q, 3, timeout=0.1)
+    assert value(kept) == 7
+    assert drain(q) == [1, 2]
+    assert room(q) < q.capacity  # still held
+    assert value(kept) == 7
+    del kept
+    gc.collect()
+    assert room(q) == q.capacity
+    assert_healthy(q)
+
+
+def test_derived_arrays_keep_the_slot(make_queue: Any) -> None:
+    """The slot comes back only when every array derived from the view is gone too."""
+    q = typed(make_queue, capacity=2)
+    q.put(np.arange(8, dtype=np.int64))
+    with q.get_view() as view:
+        part = view[2:6]
+        cast = view.view(np.uint8)  # a view of another dtype
+        also = np.asarray(memoryview(view))  # through the buffer protocol
+    del view
+    gc.collect()
+    assert room(q) < q.capacity
+    assert part.tolist() == [2, 3, 4, 5]
+    del part
+    gc.collect()
+    assert room(q) < q.capacity
+    assert cast.view(np.int64).tolist() == list(range(8))
+    del cast
+    gc.collect()
+    assert room(q) < q.capacity
+    assert also.tolist() == list(range(8))
+    del also
+    gc.collect()
+    assert room(q) == q.capacity
+    assert_healthy(q)
+
+
+def test_kept_get_view_shows_its_own_item_after_other_traffic(make_queue: Any) -> None:
+    q = typed(make_queue, capacity=8)
+    q.put(item(42))
+    with q.get_view() as kept:
+        pass
+    # Each of the other slots once, by every kind of put and get. (No more: while a view is
+    # kept, `freed` cannot pass its slot, so the slots behind it come back only with it.)
+    for i in range(q.capacity - 1):
+        if i % 2:
+            q.put(item(i))
+            assert view_value(q) == i
+        else:
+            put_view_value(q, i)
+            assert value(q.get()) == i
+        assert value(kept) == 42
+    with pytest.raises(shared_queue.Full):
+        put_view_value(q, 99, block=False)
+    assert value(kept) == 42
+    del kept
+    gc.collect()
+    assert_healthy(q)
+
+
+def test_dropping_a_view_wakes_a_blocked_put(make_queue: Any) -> None:
+    """The slot comes back by a post, at once, not at the producer's next recovery check."""
+    q = typed(make_queue, capacity=1, ri=NO_RECOVERY)
+    q.put(item(1))
+    with q.get_view() as kept:
+        pass
+    producer = Bg(q.put, item(2), True, TIMEOUT)
+    producer.quiet()
+    t_drop = time.monotonic()
+    del kept
+    gc.collect()
+    producer.join()
+    assert producer.t_done - t_drop < PROMPT
+    assert drain(q) == [2]
+
+
+def test_several_views_held_at_once(make_queue: Any) -> None:
+    """Slots come back in any drop order, once every view is gone."""
+    q = typed(make_queue, capacity=3)
+    for v in (1, 2, 3):
+        q.put(item(v))
+    with q.get_view() as first, q.get_view() as second:
+        pass
+    assert (value(first), value(second)) == (1, 2)
+    assert value(q.get()) == 3
+    assert room(q) < q.capacity
+    del second
+    gc.collect()
+    assert room(q) < q.capacity
+    assert value(first) == 1
+    del first
+    gc.collect()
+    assert room(q) == q.capacity
+    assert_healthy(q)
+
+
+@pytest.mark.parametrize("kind", ["get_view", "put_view"])
+def test_a_kept_view_holds_back_the_slots_after_it(kind: str, make_queue: Any) -> None:
+    """As docs/design.md says: `freed` advances in order, so a held slot keeps the slots after
+    it out of the ring too; capacity - 1 items pass, then producers wait for the view to go.
+    (For a pinned put_view array as for a get_view; docs/raw-mode.md names only get_view.)"""
+    q = typed(make_queue, capacity=4)
+    if kind == "get_view":
+        q.put(item(7))
+        with q.get_view() as kept:
+            pass
+    else:
+        with q.put_view() as kept:
+            kept[...] = 7
+        assert value(q.get()) == 7
+    for v in range(q.capacity - 1):
+        q.put_nowait(item(v))
+    assert drain(q) == [0, 1, 2]
+    assert q.empty()
+    with pytest.raises(shared_queue.Full):  # consumed, but behind the held slot
+        q.put_nowait(item(3))
+    assert value(kept) == 7
+    del kept
+    gc.collect()
+    assert_healthy(q)
+
+
+# -- put_view publish, pin, discard ----------------------------------------------------------------
+def test_put_view_publishes_read_only_and_pins_its_slot(make_queue: Any) -> None:
+    q = typed(make_queue, capacity=2)
+    with q.put_view() as pinned:
+        pinned[...] = np.arange(8)
+        assert q.qsize() == 0  # not published yet
+    assert q.qsize() == 1
+    assert not pinned.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        pinned[0] = 99
+    assert q.get().tolist() == list(range(8))  # a copy; the slot stays pinned
+    q.put_nowait(item(1))
+    with pytest.raises(shared_queue.Full):  # the next put would reuse the pinned slot
+        put_view_value(q, 2, block=False)
+    assert drain(q) == [1]
+    assert room(q) < q.capacity
+    assert pinned.tolist() == list(range(8))
+    del pinned
+    gc.collect()
+    assert room(q) == q.capacity
+    assert_healthy(q)
+
+
+def test_put_view_array_and_get_view_of_the_same_slot(make_queue: Any) -> None:
+    """A pin and a get_view on one slot: it comes back after both are gone, in either order."""
+    q = typed(make_queue, capacity=2)
+    for first_dropped in ("pinned", "view"):
+        with q.put_view() as pinned:
+            pinned[...] = 3
+        with q.get_view() as view:
+            pass
+        assert np.shares_memory(pinned, view)
+        assert value(view) == 3
+        arrays = {"pinned": pinned, "view": view}
+        del pinned, view
+        arrays.pop(first_dropped)
+        gc.collect()
+        assert room(q) < q.capacity
+        arrays.clear()
+        gc.collect()
+        assert room(q) == q.capacity
+    assert_healthy(q)
+
+
+def test_put_view_raising_discards_the_item(make_queue: Any) -> None:
+    q = typed(make_queue, capacity=4)
+    q.put(item(1))
+
+    class Boom(Exception):
+        pass
+
+    def failing_put_view() -> None:
+        with q.put_view() as arr:
+            arr[...] = 666
+            raise Boom("inside the block")
+
+    with pytest.raises(Boom, match="inside the block"):
+        failing_put_view()
+    q.put(item(2))
+    put_view_value(q, 3)
+    assert [value(q.get(timeout=TIMEOUT)) for _ in range(3)] == [1, 2, 3]  # never 666
+    for i in range(2 * q.capacity):  # discards at every slot position; the queue stays usable
+        with pytest.raises(Boom):
+            failing_put_view()
+        put_view_value(q, i)
+        got = value(q.get(timeout=TIMEOUT)) if i % 2 else view_value(q, timeout=TIMEOUT)
+        assert got == i
+    with pytest.raises(shared_queue.Empty):
+        q.get(timeout=0.1)
+    assert_healthy(q)
+
+
+def test_put_view_raising_holds_its_slot_until_passed(make_queue: Any) -> None:
+    """A discarded put_view keeps its slot (its array may still be referenced) until a consumer
+    passes it; then the whole capacity is back (documented in the put_view docstring)."""
+    q = typed(make_queue, capacity=2)
+    try:
+        with q.put_view() as arr:
+            arr[...] = 666
+            raise RuntimeError("discard")
+    except RuntimeError:
+        pass
+    assert not arr.flags.writeable
+    del arr
+    gc.collect()
+    q.put_nowait(item(1))
+    with pytest.raises(queue.Full):
+        q.put_nowait(item(2))
+    assert drain(q) == [1]  # the get passed the discarded slot and freed it
+    q.put_nowait(item(2))
+    q.put_nowait(item(3))
+    assert drain(q) == [2, 3]
+
+
+def test_get_nowait_after_a_discarded_put_view(make_queue: Any) -> None:
+    q = typed(make_queue, capacity=4)
+    try:
+        with q.put_view() as arr:
+            raise RuntimeError("discard")
+    except RuntimeError:
+        pass
+    del arr
+    q.put(item(1))
+    assert value(q.get_nowait()) == 1
+
+
+def test_put_view_array_kept_after_a_raising_block(make_queue: Any) -> None:
+    q = typed(make_queue, capacity=2)
+    kept = None
+    try:
+        with q.put_view() as arr:
+            kept = arr
+            arr[...] = 666
+            raise RuntimeError("discard")
+    except RuntimeError:
+        pass
+    del arr
+    assert kept is not None
+    try:
+        assert not kept.flags.writeable
+        q.put(item(1), timeout=0.2)
+        with pytest.raises(shared_queue.Full):  # the next put would reuse the kept array's slot
+            q.put(item(2), timeout=0.2)
+        assert value(kept) == 666
+        assert drain(q) == [1]
+    finally:
+        del kept
+        gc.collect()
+
+
+def test_dropping_a_view_wakes_a_blocked_put_batch(make_queue: Any) -> None:
+    q = typed(make_queue, capacity=2, ri=NO_RECOVERY)
+    q.put_batch([item(1), item(2)])
+    with q.get_view() as kept:
+        pass
+    assert value(q.get()) == 2
+    batch = Bg(q.put_batch, [item(3), item(4)], True, 2.0)  # 2 s: bounds the failure
+    batch.quiet()
+    t_drop = time.monotonic()
+    del kept
+    gc.collect()
+    batch.join()
+    assert batch.t_done - t_drop < PROMPT
+    assert drain(q) == [3, 4]
+
+
+# -- FIFO ------------------------------------------------------------------------------------------
+def test_fifo_with_every_mix_of_puts_and_gets(make_queue: Any) -> None:
+    q = typed(make_queue, capacity=4)
+    rng = random.Random(SEED)
+    model: collections.deque[int] = collections.deque()
+    nxt = 0
+    for _ in range(400):  # wraps around the ring about a hundred times
+        if len(model) < q.capacity and (not model or rng.random() < 0.5):
+            if rng.random() < 0.5:
+                q.put_nowait(item(nxt))
+            else:
+                put_view_value(q, nxt, block=False)
+            model.append(nxt)
+            nxt += 1
+        else:
+            got = value(q.get_nowait()) if rng.random() < 0.5 else view_value(q, block=False)
+            assert got == model.popleft()
+        assert q.qsize() == len(model)
+    assert drain(q) == list(model)
+    assert_healthy(q)
+
+
+def test_open_put_view_holds_back_later_items(make_queue: Any) -> None:
+    q = typed(make_queue, capacity=4, ri=NO_RECOVERY)
+    q.put(item(1))
+    with q.put_view() as arr:
+        q.put(item(3))  # behind the open put_view
+        assert view_value(q, block=False) == 1
+        with pytest.raises(shared_queue.Empty):
+            q.get_nowait()
+        with pytest.raises(shared_queue.Empty):
+            q.get_view(timeout=0.1).__enter__()
+        consumer = Bg(lambda: [value(q.get(timeout=TIMEOUT)), view_value(q, timeout=TIMEOUT)])
+        consumer.quiet()
+        arr[...] = 2
+        t_publish = time.monotonic()
+    assert consumer.join() == [2, 3]
+    assert consumer.t_done - t_publish < PROMPT
+    del arr
+    gc.collect()
+    assert_healthy(q)
+
+
+def test_nested_put_views_publish_in_claim_order(make_queue: Any) -> None:
+    q = typed(make_queue, capacity=4)
+    with q.put_view() as first:
+        first[...] = 1
+        q.put(item(2))
+        with q.put_view() as third:
+            third[...] = 3
+        assert q.qsize() == 0  # 2 and 3 wait behind the open first slot
+        with pytest.raises(shared_queue.Empty):
+            q.get_nowait()
+    assert q.qsize() == 3
+    assert [view_value(q), value(q.get()), view_value(q)] == [1, 2, 3]
+    del first, third
+    gc.collect()
+    assert_healthy(q)
+
+
+# -- exactly once, FIFO, never reused: many producers and consumers --------------------------------
+def _verify_stress(n: int, discarded: dict[int, list[int]],
+                   results: list[tuple[list[tuple[int, int]], int]]) -> None:  # fmt: skip
+    expected = {(p, k) for p, ds in discarded.items() for k in range(n) if k not in ds}
+    got = [x for seq, _ in results for x in seq]
+    dupes = [x for x, c in collections.Counter(got).items() if c > 1]
+    assert not dupes, f"delivered more than once: {dupes[:10]}"
+    assert set(got) == expected, (
+        f"lost {sorted(expected - set(got))[:10]}, unexpected {sorted(set(got) - expected)[:10]}"
+    )
+    for seq, _ in results:  # each consumer sees each producer's items in order
+        for p in discarded:
+            ks = [k for pp, k in seq if pp == p]
+            assert ks == sorted(ks), f"producer {p}'s items out of order: {ks}"
+    assert sum(len(ds) for ds in discarded.values()) > 0  # discards happened
+    assert sum(kept for _, kept in results) > 0  # views were kept past their block
+
+
+@pytest.mark.parametrize("how", ["threads", "fork", "spawn"])
+def test_many_producers_and_consumers_holding_views(how: str, make_queue: Any, qname: str) -> None:
+    n_prod, n_cons, n, hold = 3, 3, 200, 0.003
+    if how == "spawn":
+        n_prod, n_cons, n = 2, 2, 120
+    seed = SEED + {"threads": 0, "fork": 1, "spawn": 2}[how]
+    print(f"SHARED_QUEUE_VIEW_SEED={SEED}")
+    q = make_queue(capacity=8, dtype=vc.DTYPE, shape=(vc.WORDS,), recovery_interval=RI)
+    results: list[tuple[list[tuple[int, int]], int]] = []
+    discarded: dict[int, list[int]] = {}
+    if how == "threads":
+        # Producers share one handle; each consumer has a handle of its own.
+        producers = [Bg(vc.produce, q, p, n, seed * 100 + p, hold) for p in range(n_prod)]
+        consumers = [
+            Bg(vc.consume, make_queue(create=False, recovery_interval=RI), seed * 100 + 50 + c,
+               hold)
+            for c in range(n_cons)
+        ]  # fmt: skip
+        for p, producer in enumerate(producers):
+            discarded[p] = producer.join()
+        for c in range(n_cons):
+            q.put(vc.make_item(vc.STOP, c))
+        results = [consumer.join() for consumer in consumers]
+    else:
+        ctx = multiprocessing.get_context(how)
+        procs: list[Child] = []
+        try:
+            for c in range(n_cons):
+                r, w = ctx.Pipe(duplex=False)
+                cargs = (w, qname, RI, seed * 100 + 50 + c, hold)
+                proc = ctx.Process(target=vc.stress_consumer, args=cargs, daemon=True)
+                proc.start()
+                w.close()
+                procs.append(Child(proc, r))
+            for p in range(n_prod):
+                r, w = ctx.Pipe(duplex=False)
+                pargs = (w, qname, RI, p, n, seed * 100 + p, hold)
+                proc = ctx.Process(target=vc.stress_producer, args=pargs, daemon=True)
+                proc.start()
+                w.close()
+                procs.append(Child(proc, r))
+            for p, child in enumerate(procs[n_cons:]):
+                discarded[p] = child.expect("done")[1]
+                child.finish()
+            for c in range(n_cons):
+                q.put(vc.make_item(vc.STOP, c))
+            for child in procs[:n_cons]:
+                _, got, kept = child.expect("done")
+                results.append((got, kept))
+                child.finish()
+        finally:
+            for child in procs:
+                if child.proc.exitcode is None:
+                    child.proc.kill()
+                child.proc.join(TIMEOUT)
+                child.conn.close()
+    _verify_stress(n, discarded, results)
+    with pytest.raises(shared_queue.Empty):
+        q.get_nowait()
+    for k in range(q.capacity):  # no slot is left held
+        q.put_nowait(vc.make_item(0, k))
+    with pytest.raises(shared_queue.Full):
+        q.put_nowait(vc.make_item(1, 0))
+    assert [vc.check_item(q.get_nowait()) for _ in range(q.capacity)] == [
+        (0, k) for k in range(q.capacity)
+    ]
+
+
+# -- across processes ------------------------------------------------------------------------------
+def test_parent_put_view_child_get_view(
+    make_queue: Any, qname: str, ctx: Any, children: Callable[..., Child]
+) -> None:
+    q = typed(make_queue, capacity=3)
+    with q.put_view() as arr:
+        arr[...] = np.arange(8) * 3
+    del arr
+    gc.collect()
+    release = ctx.Event()
+    child = children(vc.hold_get_view, qname, RI, release)
+    _, values, writeable, _ = child.expect("reached")
+    assert values == [i * 3 for i in range(8)]
+    assert not writeable
+    assert room(q) == 2  # the child's view holds a slot
+    release.set()
+    assert child.expect("released")[1] == values
+    child.finish()
+    assert room(q) == 3
+    assert_healthy(q)
+
+
+def test_child_put_view_parent_get_view(
+    make_queue: Any, qname: str, ctx: Any, children: Callable[..., Child]
+) -> None:
+    q = typed(make_queue, capacity=3)
+    release = ctx.Event()
+    child = children(vc.put_view_then, qname, RI, 9, "hold", release)
+    child.expect("reached")
+    assert view_value(q) == 9
+    assert room(q) == 2  # the child's published array pins its slot
+    release.set()
+    _, values, writeable = child.expect("released")
+    assert values == [9] * 8
+    assert not writeable
+    child.finish()
+    assert room(q) == 3
+    assert_healthy(q)
+
+
+# -- crashes ---------------------------------------------------------------------------------------
+def _within_recovery(t_done: float, t_killed: float, what: str) -> None:
+    elapsed = t_done - t_killed
+    bound = RI + MARGIN
+    assert elapsed < bound, f"{what} took {elapsed:.2f} s after the kill (bound {bound:.2f} s)"
+
+
+def test_killed_holding_a_get_view(
+    make_queue: Any, qname: str, children: Callable[..., Child]
+) -> None:
+    """Its slot comes back within recovery_interval; the item it held is gone."""
+    q = typed(make_queue, capacity=2)
+    q.put(item(1))
+    q.put(item(2))
+    child = children(vc.hold_get_view, qname, RI, None)
+    assert child.expect("reached")[1] == [1] * 8
+    producer = Bg(q.put, item(3), True, TIMEOUT)
+    producer.quiet()  # the queue is full: 2 waits, 1's slot is held by a live process
+    t_killed = child.kill()
+    producer.join()
+    _within_recovery(producer.t_done, t_killed, "the blocked put")
+    assert drain(q) == [2, 3]
+    assert_healthy(q)
+
+
+def test_killed_inside_an_open_put_view(
+    make_queue: Any, qname: str, children: Callable[..., Child]
+) -> None:
+    """The items behind it arrive within recovery_interval; its half item never does."""
+    q = typed(make_queue, capacity=4)
+    child = children(vc.put_view_then, qname, RI, 666, "open", None)
+    child.expect("reached")
+    q.put(item(1))
+    put_view_value(q, 2)
+    with pytest.raises(shared_queue.Empty):
+        q.get_nowait()
+    consumer = Bg(lambda: [view_value(q, timeout=TIMEOUT), value(q.get(timeout=TIMEOUT))])
+    consumer.quiet()  # across a recovery check: a live writer is not recovered
+    t_killed = child.kill()
+    assert consumer.join() == [1, 2]
+    _within_recovery(consumer.t_done, t_killed, "the blocked gets")
+    with pytest.raises(shared_queue.Empty):
+        q.get_nowait()
+    assert_healthy(q)
+
+
+def test_killed_while_its_put_view_array_pins_the_slot(
+    make_queue: Any, qname: str, children: Callable[..., Child]
+) -> None:
+    """Capacity comes back within recovery_interval of the kill."""
+    q = typed(make_queue, capacity=2)
+    child = children(vc.put_view_then, qname, RI, 5, "pinned", None)
+    child.expect("reached")
+    assert value(q.get(timeout=TIMEOUT)) == 5  # consumed; the slot stays pinned
+    q.put(item(1))
+    producer = Bg(q.put, item(2), True, TIMEOUT)
+    producer.quiet()
+    t_killed = child.kill()
+    producer.join()
+    _within_recovery(producer.t_done, t_killed, "the blocked put")
+    assert drain(q) == [1, 2]
+    assert_healthy(q)
+
+
+# -- closing the handle while views live -----------------------------------------------------------
+def _take_views(q: SharedMemoryQueue, kind: str) -> np.ndarray[Any, Any]:
+    if kind == "get_view-array":
+        q.put(np.arange(4, dtype=np.int64))
+        with q.get_view() as arr:
+            pass
+    elif kind == "get_view-bytes":
+        q.put(b"four")
+        with q.get_view() as arr:
+            pass
+    else:
+        with q.put_view(4, np.int64) as arr:
+            arr[...] = 5
+    return arr
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "get_view-array",
+        "get_view-bytes",
+        "put_view-array",
+    ],
+)  # fmt: skip
+def test_close_while_views_live(
+    kind: str, make_queue: Any, capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """close() does not raise; dropping the arrays later raises nothing; the slot comes back."""
+    q = make_queue(capacity=2, item_size=256, raw=True, recovery_interval=RI)
+    other = make_queue(create=False, recovery_interval=RI)
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    arr = _take_views(q, kind)
+    try:
+        if kind == "put_view-array":
+            assert other.get(timeout=TIMEOUT).tolist() == [5] * 4
+        q.close()
+    finally:
+        # Drop the array here even if close() raised, so that what its finalizer raises
+        # lands in this test's hook and not in a later test.
+        del arr
+        gc.collect()
+        monkeypatch.undo()
+    err = capfd.readouterr().err
+    assert "Exception ignored" not in err
+    assert not unraisable, [u.exc_value for u in unraisable]
+    # The other handle gets the slot back when it looks for room.
+    other.put_nowait(b"a")
+    other.put_nowait(b"b")
+    assert [other.get_nowait(), other.get_nowait()] == [b"a", b"b"]
+
+
+_READ_AFTER_CLOSE = """
+import gc, sys
+import numpy as np
+from shared_queue import SharedMemoryQueue
+q = SharedMemoryQueue(sys.argv[1], create=True, capacity=4, item_size=256, raw=True)
+q.unlink()
+q.put(np.arange(4, dtype=np.int64))
+with q.get_view() as got:
+    pass
+with q.put_view(4, np.int64) as put:
+    put[...] = 7
+q.close()
+print(got.tolist(), put.tolist(), flush=True)
+del got, put
+gc.collect()
+print("ok", flush=True)
+"""
+
+
+def test_views_stay_readable_after_close(qname: str) -> None:
+    """A view outlives its handle: it still reads its item (in a child: a segfault is fatal)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_READ_AFTER_CLOSE), qname],
+        capture_output=True, text=True, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
+    assert proc.stdout.splitlines() == ["[0, 1, 2, 3] [7, 7, 7, 7]", "ok"]
+    assert "Exception ignored" not in proc.stderr
