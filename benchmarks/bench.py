@@ -118,6 +118,7 @@ import itertools
 import json
 import multiprocessing as mp
 import os
+import pickle
 import platform
 import statistics
 import subprocess
@@ -288,6 +289,110 @@ class FasterFifoImpl(Impl):
 
     def version(self):
         return _dist_version("faster-fifo")
+
+
+class ZmqImpl(Impl):
+    """pyzmq PUSH/PULL over ipc://: the arrays, ping-pong and wake-up rows.
+
+    Numpy arrays go as a (dtype, shape) header frame plus the array's buffer, sent and received
+    without copying (copy=False), the pyzmq zero-copy path; other objects are pickled. No
+    small-dict throughput rows: there the consumer binds only after the producer has started
+    sending, and in this harness some runs lost messages (2 of 3 timed out); a fair setup
+    would need a broker device, which the other implementations do not pay for either.
+    """
+
+    key = "zmq"
+    label = "pyzmq"
+    has_batch = False
+    roles = frozenset({"pair"})
+
+    def unavailable(self):
+        try:
+            importlib.import_module("zmq")
+        except Exception as e:
+            return f"pyzmq not importable: {e!r}"
+        return None
+
+    def create(self, capacity, item_size, array=None):
+        path = f"/tmp/{unique_name('sqbench_zmq')}.ipc"
+        return Handle(_ZmqQueue(f"ipc://{path}", capacity), path)
+
+    def attach(self, endpoint):
+        return _ZmqQueue(f"ipc://{endpoint}", 0)
+
+    def detach(self, q):
+        q.close()
+
+    def destroy(self, handle):
+        handle.obj.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(handle.endpoint)
+
+    def ops(self, q):
+        def put_many(xs):
+            for x in xs:
+                q.put(x)
+
+        return Ops(q.put, q.get, put_many, lambda n: [q.get()])
+
+    def version(self):
+        return _dist_version("pyzmq")
+
+
+class _ZmqQueue:
+    """The consumer binds a PULL socket, the producer connects a PUSH socket, lazily."""
+
+    def __init__(self, address: str, hwm: int):
+        self.address, self.hwm = address, hwm
+        self._push = self._pull = None
+        self._ctx = None
+
+    def _socket(self, kind: int, bind: bool) -> Any:
+        import zmq
+
+        if self._ctx is None:
+            self._ctx = zmq.Context()
+        sock = self._ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, int(OP_TIMEOUT * 1000))  # deliver what was sent
+        if self.hwm:
+            sock.setsockopt(zmq.SNDHWM if kind == zmq.PUSH else zmq.RCVHWM, self.hwm)
+        sock.setsockopt(zmq.RCVTIMEO if kind == zmq.PULL else zmq.SNDTIMEO, int(OP_TIMEOUT * 1000))
+        if bind:
+            sock.bind(self.address)
+        else:
+            sock.connect(self.address)
+        return sock
+
+    def put(self, x: Any) -> None:
+        import zmq
+
+        if self._push is None:
+            self._push = self._socket(zmq.PUSH, bind=False)
+        if type(x).__name__ == "ndarray":
+            header = pickle.dumps((x.dtype.str, x.shape))
+            self._push.send_multipart([header, x], copy=False)
+        else:
+            self._push.send(pickle.dumps(x, protocol=5), copy=False)
+
+    def get(self) -> Any:
+        import zmq
+
+        if self._pull is None:
+            self._pull = self._socket(zmq.PULL, bind=True)
+        frames = self._pull.recv_multipart(copy=False)
+        if len(frames) == 2:
+            import numpy as np
+
+            dtype, shape = pickle.loads(frames[0].bytes)
+            return np.frombuffer(frames[1].buffer, dtype).reshape(shape)
+        return pickle.loads(frames[0].buffer)
+
+    def close(self) -> None:
+        for sock in (self._push, self._pull):
+            if sock is not None:
+                sock.close()
+        if self._ctx is not None:
+            self._ctx.term()
 
 
 # ==========================================================================
@@ -984,6 +1089,11 @@ def _base(impl: Impl) -> bool:
     return "base" in impl.roles
 
 
+def _base_pair(impl: Impl) -> bool:
+    """Latency workloads: one process on each side, so pyzmq too."""
+    return bool(impl.roles & {"base", "pair"})
+
+
 def _base_sq(impl: Impl) -> bool:
     return "base" in impl.roles and impl.key == "sq"
 
@@ -994,7 +1104,9 @@ def _safety(impl: Impl) -> bool:
 
 def _arrays_for(nbytes: int) -> Callable[[Impl], bool]:
     def wants(impl: Impl) -> bool:
-        return bool(impl.roles & {"base", "raw"}) or ("typed" in impl.roles and nbytes == MIB)
+        return bool(impl.roles & {"base", "raw", "pair"}) or (
+            "typed" in impl.roles and nbytes == MIB
+        )
 
     return wants
 
@@ -1036,8 +1148,8 @@ WORKLOADS = [
         True,
         lambda impl, cfg: throughput(impl, cfg, 2, 2, 1),
     ),
-    Workload("pingpong", "ping-pong round trip (2 queues)", "us", False, pingpong),
-    Workload("wakeup", "wake-up latency, blocked get()", "us", False, wakeup),
+    Workload("pingpong", "ping-pong round trip (2 queues)", "us", False, pingpong, _base_pair),
+    Workload("wakeup", "wake-up latency, blocked get()", "us", False, wakeup, _base_pair),
     *(
         Workload(
             f"array_{_size(n).replace(' ', '').lower()}",
@@ -1154,8 +1266,10 @@ def build_impls(keys: list[str], variants: list[dict]) -> list[Impl]:
             impls.append(MpQueueImpl())
         elif key == "ff":
             impls.append(FasterFifoImpl())
+        elif key == "zmq":
+            impls.append(ZmqImpl())
         else:
-            raise SystemExit(f"unknown --impl {key!r} (choose from sq, mp, ff)")
+            raise SystemExit(f"unknown --impl {key!r} (choose from sq, mp, ff, zmq)")
     unique: dict[str, Impl] = {}
     for impl in impls:  # e.g. --variant nosafety is also the safety section's column
         if impl.label in unique:
@@ -1285,7 +1399,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, help="repeats per workload (default 5, quick 3)")
     ap.add_argument("--json", metavar="PATH", help="also write raw results as JSON")
     ap.add_argument(
-        "--impl", default="sq,mp,ff", help="comma-separated subset of sq,mp,ff (default: all)"
+        "--impl",
+        default="sq,mp,ff,zmq",
+        help="comma-separated subset of sq,mp,ff,zmq (default: all)",
     )
     ap.add_argument(
         "--section",
