@@ -1,4 +1,4 @@
-"""Bar charts of a bench.py --json result: shared_queue against mp.Queue and faster-fifo.
+"""Bar charts of a bench.py --json result: shared_queue against mp.Queue, faster-fifo, pyzmq.
 
     python benchmarks/plot.py out.json [--outdir docs/img]
 
@@ -20,7 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after the backend is chosen
 
-OTHERS = ("mp.Queue", "faster-fifo")
+OTHERS = ("mp.Queue", "faster-fifo", "pyzmq")
 
 
 def speedups(result: dict) -> dict[str, float]:

@@ -13,18 +13,16 @@ from ``(p, k)``, so any torn, stale or overwritten item fails ``check_item``.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import random
 import time
-import traceback
 import zlib
-from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
+from _crash_children import _reporting  # one copy of the child wrapper
 
 import shared_queue
 
@@ -183,18 +181,6 @@ def _check_kept(view: np.ndarray[Any, Any], p: int, k: int) -> None:
 
 
 # -- child targets -------------------------------------------------------------------------------
-def _reporting(fn: Callable[..., None]) -> Callable[..., None]:
-    """Send a child's traceback to the parent instead of leaving it to time out."""
-
-    @functools.wraps(fn)  # keeps the qualified name, so spawn pickles it by reference
-    def run(conn: Connection, *args: Any) -> None:
-        try:
-            fn(conn, *args)
-        except BaseException:
-            conn.send(("error", traceback.format_exc()))
-            raise
-
-    return run
 
 
 def _hang() -> None:
