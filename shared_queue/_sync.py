@@ -14,6 +14,7 @@ Two kinds of primitive, chosen for what each survives (see docs/design.md#crash-
 from __future__ import annotations
 
 import fcntl
+import importlib
 import os
 import signal
 import struct
@@ -48,8 +49,7 @@ def wait(sem: posix_ipc.Semaphore, timeout: float) -> bool:
     itself when a signal interrupts the wait and drops any exception it raises except
     KeyboardInterrupt, so a handler that raises (SystemExit from a SIGTERM handler, a timeout
     alarm) would otherwise never end a blocked call. Such a handler therefore runs at most one
-    wait slice (``recovery_interval``) late; Ctrl-C still interrupts at once. Only the common
-    signals in ``_HANDLED`` are held back.
+    wait slice (``recovery_interval``) late; Ctrl-C still interrupts at once.
     """
     if timeout <= 0:
         try:
@@ -83,26 +83,30 @@ def _wait(sem: posix_ipc.Semaphore, timeout: float) -> bool:
         return True
 
 
-# Signals programs commonly give Python handlers. Asking about all 64 costs ~60 us, too much
-# for every wait, so only these are held back (see wait()).
-_HANDLED: Final = tuple(
-    getattr(signal, name)
-    for name in ("SIGTERM", "SIGHUP", "SIGQUIT", "SIGALRM", "SIGVTALRM", "SIGPROF", "SIGUSR1",
-                 "SIGUSR2", "SIGCHLD", "SIGWINCH", "SIGXCPU", "SIGPIPE")
-    if hasattr(signal, name)
-)  # fmt: skip
+# The C module: its getsignal skips the enum conversions that make signal's cost ~1 us a call.
+_raw_signal: Any
+try:
+    _raw_signal = importlib.import_module("_signal")
+except ImportError:  # pragma: no cover - not CPython
+    _raw_signal = signal
 
-
-_held_cache: list[Any] = [0.0, []]  # [time computed, signals]; ~13 us to compute
+_SIGNALS: Final = tuple(range(1, signal.NSIG))
 
 
 def _signals_with_handlers() -> list[int]:
-    """The signals of ``_HANDLED`` whose current handler is Python code (cached 0.1 s)."""
-    now = time.monotonic()
-    if now - _held_cache[0] > 0.1:
-        _held_cache[1] = [sig for sig in _HANDLED if callable(signal.getsignal(sig))]
-        _held_cache[0] = now
-    return _held_cache[1]  # type: ignore[no-any-return]
+    """Signals whose Python handler could raise (SIGINT's default KeyboardInterrupt aside).
+
+    About 4 us for all of them, so it is asked afresh before every wait.
+    """
+    held = []
+    for sig in _SIGNALS:
+        try:
+            handler = _raw_signal.getsignal(sig)
+        except (OSError, ValueError):
+            continue
+        if callable(handler) and handler is not signal.default_int_handler:
+            held.append(sig)
+    return held
 
 
 def process_start_time(pid: int) -> int | None:
