@@ -139,9 +139,13 @@ def test_example_runs(name: str) -> None:
 
 def _run(name: str, case: Example, fixed: bool) -> None:
     before = _entries_of(case.run_id) if fixed else set()
+    # Unbuffered output (PYTHONUNBUFFERED, set on CI machines) writes a print's text and its
+    # newline separately, so lines of the examples' several processes would interleave.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     proc = subprocess.Popen(
         [sys.executable, str(EXAMPLES / f"{name}.py")],
         cwd=ROOT,
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
