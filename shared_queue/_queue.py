@@ -40,7 +40,6 @@ _HEAD, _GETS, _BYTES_OUT = L.IDX["head"], L.IDX["gets"], L.IDX["bytes_out"]
 _GET_WAITS, _GET_WAIT_NS = L.IDX["get_waits"], L.IDX["get_wait_ns"]
 _BATCH_WAIT = L.IDX["batch_wait_until"]
 _COMMITTED, _FREED = L.IDX["committed"], L.IDX["freed"]
-_BLOB = L.BLOB_OFFSET
 
 DEFAULT_RECOVERY_INTERVAL = 1.0
 
