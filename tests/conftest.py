@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -43,8 +44,10 @@ def remove_queue(name: str, run_id: str = "") -> None:
     """Remove the segment and semaphores of a queue, whatever state they are in."""
     base = base_name(name, run_id)
     for entry in os.listdir(SHM_DIR):
-        if entry == base or entry.startswith(base + ".creating-") or (
-            entry.startswith(f"sem.{base}.") and entry.count(".") == 3
+        if (
+            entry == base
+            or entry.startswith(base + ".creating-")
+            or (entry.startswith(f"sem.{base}.") and entry.count(".") == 3)
         ):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(SHM_DIR, entry))
@@ -64,3 +67,30 @@ def make_queue(qname: str) -> Iterator[object]:
     yield make
     for q in made:
         q.close()
+
+
+@pytest.fixture
+def children(ctx: Any) -> Iterator[Callable[..., Any]]:
+    """Start children with a report pipe (``_procs.Child``); kill and reap what is left.
+
+    Uses the ``ctx`` fixture (a multiprocessing context) of the test module.
+    """
+    from _procs import Child
+
+    started: list[Child] = []
+
+    def start(target: Callable[..., None], *args: Any) -> Child:
+        r, w = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=target, args=(w, *args), daemon=True)
+        proc.start()
+        w.close()
+        child = Child(proc, r)
+        started.append(child)
+        return child
+
+    yield start
+    for child in started:
+        if child.proc.exitcode is None:
+            child.proc.kill()
+        child.proc.join(TIMEOUT)
+        child.conn.close()

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import _async_children
 import pytest
+from _procs import running
 from conftest import TIMEOUT, remove_queue
 
 from shared_queue import Empty, Full, SharedMemoryQueue
@@ -603,31 +604,6 @@ def test_random_cancellations_lose_and_duplicate_nothing(make_queue: MakeQueue, 
 def ctx(request: pytest.FixtureRequest) -> BaseContext:
     """A multiprocessing context per start method."""
     return multiprocessing.get_context(request.param)
-
-
-@contextlib.contextmanager
-def running(
-    ctx: BaseContext, *targets: tuple[Callable[..., Any], tuple[Any, ...]]
-) -> Iterator[list[Any]]:
-    """Start a process per ``(target, args)``; on exit join each (bounded), kill stragglers,
-    and check every exit code is 0."""
-    procs = [ctx.Process(target=t, args=a, daemon=True) for t, a in targets]  # type: ignore[attr-defined]
-    ok = False
-    try:
-        for p in procs:
-            p.start()
-        yield procs
-        ok = True
-    finally:
-        deadline = time.monotonic() + (TIMEOUT if ok else 5)
-        for p in procs:
-            if p.pid is None:
-                continue
-            p.join(max(0.0, deadline - time.monotonic()))
-            if p.is_alive():
-                p.kill()
-                p.join(TIMEOUT)
-    assert [p.exitcode for p in procs] == [0] * len(procs), "a child failed (see its stderr)"
 
 
 def test_sync_producer_processes_wake_async_consumers(

@@ -22,15 +22,14 @@ import multiprocessing
 import os
 import pickle
 import random
-import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from typing import Any
 
 import _crash_children as cc
 import pytest
+from _procs import Child
 from conftest import TIMEOUT, remove_queue
 
 import shared_queue
@@ -46,63 +45,9 @@ QUIET = 0.3  # how long a survivor must stay blocked to count as blocked
 
 
 # -- processes ---------------------------------------------------------------------------------
-class Child:
-    """A child process and the read end of its report pipe."""
-
-    def __init__(self, proc: Any, conn: Connection) -> None:
-        self.proc, self.conn = proc, conn
-
-    def expect(self, *kinds: str, timeout: float = TIMEOUT) -> tuple[Any, ...]:
-        """Return the child's next report, which must be one of ``kinds``."""
-        if not self.conn.poll(timeout):
-            pytest.fail(f"child {self.proc.pid}: no {kinds} within {timeout} s")
-        try:
-            msg = self.conn.recv()
-        except EOFError:
-            self.proc.join(TIMEOUT)
-            pytest.fail(f"child died (exitcode {self.proc.exitcode}) before reporting {kinds}")
-        if msg[0] == "error":
-            pytest.fail(f"child {self.proc.pid} failed:\n{msg[1]}")
-        assert msg[0] in kinds, f"expected {kinds}, child reported {msg}"
-        return tuple(msg)
-
-    def quiet(self, seconds: float) -> None:
-        """Assert that the child reports nothing for ``seconds``: it is blocked."""
-        assert not self.conn.poll(seconds), f"appeared not to block: {self.conn.recv()}"
-
-    def kill(self) -> float:
-        """SIGKILL the child, reap it, and return the time it was dead by."""
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.join(TIMEOUT)
-        assert self.proc.exitcode == -signal.SIGKILL
-        return time.monotonic()
-
-
 @pytest.fixture(params=METHODS)
 def ctx(request: pytest.FixtureRequest) -> Any:
     return multiprocessing.get_context(request.param)
-
-
-@pytest.fixture
-def children(ctx: Any) -> Iterator[Callable[..., Child]]:
-    """Start children with a report pipe; kill and reap whatever is left at the end."""
-    started: list[Child] = []
-
-    def start(target: Callable[..., None], *args: Any) -> Child:
-        r, w = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=target, args=(w, *args), daemon=True)
-        proc.start()
-        w.close()
-        child = Child(proc, r)
-        started.append(child)
-        return child
-
-    yield start
-    for child in started:
-        if child.proc.exitcode is None:
-            child.proc.kill()
-        child.proc.join(TIMEOUT)
-        child.conn.close()
 
 
 # -- checks ------------------------------------------------------------------------------------

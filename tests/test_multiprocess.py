@@ -11,7 +11,6 @@ processes).
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import multiprocessing
 import os
@@ -25,6 +24,7 @@ from typing import Any
 
 import _children
 import pytest
+from _procs import running
 from conftest import TIMEOUT, remove_queue
 
 import shared_queue
@@ -67,34 +67,6 @@ def new_queue(qname: str) -> Iterator[Callable[..., SharedMemoryQueue]]:
     for q in made:
         q.close()
         remove_queue(q.name, q.run_id)
-
-
-@contextlib.contextmanager
-def running(
-    ctx: BaseContext, *targets: tuple[Callable[..., Any], tuple[Any, ...]]
-) -> Iterator[list[multiprocessing.process.BaseProcess]]:
-    """Start a process per ``(target, args)``; on exit join each, kill it if alive, check exit 0.
-
-    After a failure in the body the children get a short grace period instead of TIMEOUT: they
-    may be blocked on the queue for good.
-    """
-    procs = [ctx.Process(target=t, args=a, daemon=True) for t, a in targets]  # type: ignore[attr-defined]
-    ok = False
-    try:
-        for p in procs:
-            p.start()
-        yield procs
-        ok = True
-    finally:
-        deadline = time.monotonic() + (TIMEOUT if ok else 5)
-        for p in procs:
-            if p.pid is None:
-                continue  # never started
-            p.join(max(0.0, deadline - time.monotonic()))
-            if p.is_alive():
-                p.kill()
-                p.join(TIMEOUT)
-    assert [p.exitcode for p in procs] == [0] * len(procs), "a child failed (see its stderr)"
 
 
 def recv(get: Callable[..., Any], procs: list[Any], timeout: float = TIMEOUT) -> Any:
