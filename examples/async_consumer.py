@@ -13,7 +13,7 @@ import os
 import time
 from multiprocessing import get_context
 
-from shared_queue import Empty, SharedMemoryQueue
+from shared_queue import SharedMemoryQueue
 
 N_PRODUCERS, N_EVENTS = 3, 50
 
@@ -22,6 +22,7 @@ def producer(events: SharedMemoryQueue, worker: int) -> None:
     for i in range(N_EVENTS):
         events.put({"worker": worker, "seq": i, "sent": time.perf_counter()})
         time.sleep(0.002)
+    events.put(None)  # done
     events.close()
 
 
@@ -37,11 +38,13 @@ async def consume(events: SharedMemoryQueue) -> None:
     stop = asyncio.Event()
     beat = asyncio.create_task(heartbeat(stop))
     latencies = []
-    while True:
-        try:
-            event = await events.get_async(timeout=2.0)
-        except Empty:
-            break  # the producers are done
+    running = N_PRODUCERS
+    while running:
+        # The timeout only bounds a wait for a producer that died: Empty ends the demo.
+        event = await events.get_async(timeout=30)
+        if event is None:  # a producer is done
+            running -= 1
+            continue
         latencies.append(time.perf_counter() - event["sent"])
     stop.set()
     latencies.sort()

@@ -1,57 +1,48 @@
-"""The original quick start: a pool of worker processes draining a task queue by name."""
+"""Quick start: three worker processes drain a task queue that they open by name."""
 
+import os
 import time
 from multiprocessing import Process
 
-from shared_queue import SharedMemoryQueue
+from shared_queue import Empty, SharedMemoryQueue
 
 
 def worker(queue_name: str, run_id: str, worker_id: int) -> None:
-    # Connect to existing queue by name
-    queue = SharedMemoryQueue(name=queue_name, create=False, run_id=run_id)
-    while True:
-        try:
-            task = queue.get(timeout=1.0)
+    # Attach to the queue the main process created, by its name and run_id
+    tasks = SharedMemoryQueue(name=queue_name, create=False, run_id=run_id)
+    try:
+        while True:
+            try:
+                task = tasks.get(timeout=1.0)
+            except Empty:  # nothing arrived within the timeout: wait again
+                continue
             if task == "STOP":
                 break
             print(f"Worker {worker_id} processing: {task}")
-            time.sleep(0.1)  # Simulate work
-        except queue.Empty:
-            continue
-    queue.close()
+            time.sleep(0.1)  # simulate work
+    finally:
+        tasks.close()  # releases this handle; the queue lives on
 
 
 def main() -> None:
-    run_id = "task_processor"
-    # Create the queue in main process
-    work_queue = SharedMemoryQueue(
+    run_id = f"quickstart_{os.getpid()}"  # this run's namespace: two runs never collide
+    tasks = SharedMemoryQueue(
         name="tasks", create=True, capacity=1000, item_size=4096, run_id=run_id
     )
     try:
-        # Start worker processes
-        workers = []
-        for i in range(3):
-            p = Process(target=worker, args=("tasks", run_id, i))
+        workers = [Process(target=worker, args=("tasks", run_id, i)) for i in range(3)]
+        for p in workers:
             p.start()
-            workers.append(p)
-
-        # Add tasks to queue
         for i in range(20):
-            work_queue.put(f"task_{i}")
-
-        # Signal workers to stop
-        for _ in workers:
-            work_queue.put("STOP")
-
-        # Wait for workers to finish
+            tasks.put(f"task_{i}")
+        for _ in workers:  # one STOP per worker: each get takes one item
+            tasks.put("STOP")
         for p in workers:
             p.join()
-
-        print(f"Final queue size: {work_queue.qsize()}")
+        print(f"Final queue size: {tasks.qsize()}")
     finally:
-        # Cleanup
-        work_queue.unlink()
-        work_queue.close()
+        tasks.unlink()  # removes the queue from the system, once
+        tasks.close()  # releases this handle
 
 
 if __name__ == "__main__":

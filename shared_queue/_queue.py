@@ -29,7 +29,8 @@ from . import _layout as L
 from . import _ring, _sync
 from ._async import SemWaiter
 from ._errors import Empty, Full
-from ._segment import SEM_VALUE_MAX, Segment, describe
+from ._names import describe
+from ._segment import SEM_VALUE_MAX, Segment
 from ._serialize import Parts, PickleCodec, RawCodec, descriptor, payload_size
 from ._sync import SETLK as _SETLK
 from ._sync import SETLKW as _SETLKW
@@ -591,6 +592,8 @@ class SharedMemoryQueue:
                 if items:
                     self._pending.appendleft(payload)  # raise on the next get, in order
                     return items
+                if self._codec.raw:
+                    raise  # RawCodec's ValueError names the queue, the item and the fault
                 raise pickle.UnpicklingError(
                     f"item of {len(payload)} bytes from queue {self._label} could not be "
                     f"unpickled: {exc!r}"

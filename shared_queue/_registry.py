@@ -1,28 +1,36 @@
 """What queues exist in /dev/shm, who uses them, and removing them: the CLI's ground truth.
 
-Only entries that are provably the library's are ever touched: a segment file whose name has
-the ``sq<n>-`` form and whose header carries the magic; a temporary ``<base>.creating-<nonce>``
-file of such a name; a semaphore ``sem.<base>.<16 hex>.(free|fill|room)``.
+Only entries that are provably the library's are ever touched: names as ``_names`` builds them
+(a segment, a temporary segment, a semaphore), regular files owned by this user, and for a
+segment a header with the magic. Entries are opened without blocking or following links
+(``_shm.open_checked``), so a FIFO or a link named like a queue never hangs or misleads a scan.
+Each entry named like ours but skipped is logged at INFO on this module's logger, one line
+each: the CLI's ``--verbose`` shows them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-import re
 import time
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 
 from . import _layout as L
-from ._segment import SHM_DIR, base_name
+from . import _metrics
+from ._errors import IncompatibleQueueError
+from ._names import SHM_DIR, base_name, parse_entry
+from ._shm import check_stat, open_checked
 from ._sync import process_alive
 
-_BASE: Final = re.compile(r"^sq\d+-")
-_TEMP: Final = re.compile(r"^(?P<base>sq\d+-.*)\.creating-(?P<nonce>[0-9a-f]{16})$")
-_SEM: Final = re.compile(r"^sem\.(?P<base>sq\d+-.*)\.(?P<nonce>[0-9a-f]{16})\.(free|fill|room)$")
+_log = logging.getLogger(__name__)
+
+
+class _Skip(Exception):
+    """An entry named like ours that is not read as a queue; the message says why."""
 
 
 @dataclass
@@ -44,39 +52,68 @@ class QueueInfo:
 
     @property
     def qsize(self) -> int:
-        """Items in the queue (approximate while others operate)."""
-        used: int = self.header["tail"] - self.header["head"]
-        return max(0, min(self.capacity, used))
-
-    @property
-    def utilization(self) -> float:
-        """Percent of the slots in use."""
-        return 100.0 * self.qsize / self.capacity
+        """Items a get can return (approximate while others operate), as ``qsize()`` counts."""
+        return _metrics.queue_size(self.header)
 
     def as_dict(self) -> dict[str, Any]:
-        """The info as plain JSON-ready values."""
-        out = {k: v for k, v in self.__dict__.items() if k != "header"}
-        out.update(queue_size=self.qsize, utilization_percent=round(self.utilization, 1))
-        out["counters"] = {
-            k: self.header[k]
-            for k in ("puts", "gets", "bytes_in", "bytes_out", "high_water", "put_waits",
-                      "get_waits")
-        }  # fmt: skip
-        return out
+        """The record ``stat --json`` prints: ``get_metrics()``'s keys plus the CLI's own.
+
+        The CLI's own keys: name, run_id, base, mode, creator_pid, creator_alive, users,
+        segment_bytes, bytes_used (docs/cli.md says what each means).
+        """
+        return {
+            "name": self.name,
+            "run_id": self.run_id,
+            "base": self.base,
+            "mode": self.mode,
+            **_metrics.record(self.header),
+            "creator_pid": self.creator_pid,
+            "creator_alive": self.creator_alive,
+            "users": users(self.base),
+            "segment_bytes": self.size,
+            "bytes_used": self.bytes_used,
+        }
 
 
 def read_header(path: str) -> dict[str, Any] | None:
-    """Return the header fields of the segment at ``path``, or None if it is not a queue."""
+    """Return the header fields of the segment at ``path``, or None if it is not a queue.
+
+    Not a queue: gone, not a regular file of this user closed to others (see
+    ``_shm.open_checked``), too short, or without the magic and layout version. Never blocks.
+    """
     try:
-        with open(path, "rb") as f:
-            raw = f.read(L.HEADER_SIZE)
-    except OSError:
+        return _read_header(path)
+    except _Skip as skip:
+        if str(skip):
+            _log.info("skipped: %s", skip)
         return None
+
+
+def _read_header(path: str) -> dict[str, Any]:
+    try:
+        fd = open_checked(path)
+    except FileNotFoundError:  # unlinked meanwhile: nothing to report
+        raise _Skip("") from None
+    except (PermissionError, IncompatibleQueueError) as exc:
+        raise _Skip(str(exc)) from None
+    except OSError as exc:
+        raise _Skip(f"{path} cannot be opened: {exc.strerror}") from None
+    try:
+        raw = os.pread(fd, L.HEADER_SIZE, 0)
+    except OSError as exc:
+        raise _Skip(f"{path} cannot be read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
     if len(raw) < L.HEADER_SIZE:
-        return None
+        raise _Skip(f"{path} ({len(raw)} bytes) is not a shared_queue segment")
     h = np.frombuffer(raw, L.HEADER_DTYPE, count=1)[0]
-    if int(h["magic"]) != L.MAGIC or int(h["version"]) != L.VERSION:
-        return None
+    if int(h["magic"]) != L.MAGIC:
+        raise _Skip(f"{path} is not a shared_queue segment")
+    if int(h["version"]) != L.VERSION:
+        raise _Skip(
+            f"{path} has layout version {int(h['version'])}; this shared_queue reads "
+            f"version {L.VERSION}"
+        )
     out: dict[str, Any] = {}
     for name in L.HEADER_DTYPE.names or ():
         value = h[name]
@@ -88,10 +125,11 @@ def read_header(path: str) -> dict[str, Any] | None:
 
 
 def find_queues() -> list[QueueInfo]:
-    """Return every queue segment in /dev/shm, sorted by name."""
+    """Return every queue segment in /dev/shm, sorted by name; each queue once."""
     found = []
     for entry in sorted(os.listdir(SHM_DIR)):
-        if not _BASE.match(entry) or _TEMP.match(entry):
+        parsed = parse_entry(entry)
+        if parsed is None or parsed.kind != "segment":
             continue
         info = inspect(entry)
         if info is not None:
@@ -100,14 +138,25 @@ def find_queues() -> list[QueueInfo]:
 
 
 def inspect(base: str) -> QueueInfo | None:
-    """Return what the segment ``base`` in /dev/shm says about itself, None if not a queue."""
+    """Return what the segment ``base`` in /dev/shm says about itself, None if not a queue.
+
+    Also None for another name of a queue (a hard link, or a renamed file): the name its header
+    gives must lead to ``base``, so a queue is never listed twice.
+    """
     path = os.path.join(SHM_DIR, base)
     h = read_header(path)
     if h is None:
         return None
     try:
-        st = os.stat(path)
-    except FileNotFoundError:  # unlinked meanwhile
+        st = os.lstat(path)
+        check_stat(st, path)
+    except (OSError, IncompatibleQueueError):  # unlinked or replaced meanwhile
+        return None
+    if not _named_by(base, h["name"], h["run_id"]):
+        _log.info(
+            "skipped: %s is another name of the queue '%s' (run_id '%s')",
+            path, h["name"], h["run_id"],
+        )  # fmt: skip
         return None
     flags = h["flags"]
     mode = "typed" if flags & L.FLAG_TYPED else "raw" if flags & L.FLAG_RAW else "pickle"
@@ -127,10 +176,23 @@ def inspect(base: str) -> QueueInfo | None:
     )
 
 
+def _named_by(base: str, name: str, run_id: str) -> bool:
+    """Whether the queue ``name`` (run_id ``run_id``) read from a header has the file ``base``.
+
+    True when the header cannot tell: the fields keep only NAME_FIELD bytes.
+    """
+    if max(len(name.encode()), len(run_id.encode())) >= L.NAME_FIELD:
+        return True
+    try:
+        return base_name(name, run_id) == base
+    except ValueError:  # a name this version refuses
+        return False
+
+
 def users(base: str) -> list[int]:
     """Return the pids of processes that hold the segment ``base`` open (or mapped)."""
     try:
-        target = os.stat(os.path.join(SHM_DIR, base))
+        target = os.lstat(os.path.join(SHM_DIR, base))
     except FileNotFoundError:
         return []
     key = (target.st_dev, target.st_ino)
@@ -161,19 +223,49 @@ def remove(name: str, run_id: str = "") -> list[str]:
 
 def _remove_base(base: str) -> list[str]:
     # The segment itself only if its header says it is a queue; leftovers by their names.
-    ours = read_header(os.path.join(SHM_DIR, base)) is not None
+    path = os.path.join(SHM_DIR, base)
+    ours = read_header(path) is not None
+    if not ours and os.path.lexists(path):
+        return []  # a segment this user may not read: its semaphores may be in use too
     removed = []
     for entry in os.listdir(SHM_DIR):
-        temp, sem = _TEMP.match(entry), _SEM.match(entry)
+        parsed = parse_entry(entry)
         if (
-            (entry == base and ours)
-            or (temp and temp["base"] == base)
-            or (sem and sem["base"] == base)
+            parsed is not None
+            and parsed.base == base
+            and (parsed.kind != "segment" or ours)
+            and _unlink(entry)
         ):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(SHM_DIR, entry))
-                removed.append(entry)
+            removed.append(entry)
     return sorted(removed)
+
+
+def _leftover(entry: str) -> os.stat_result | None:
+    """The status of a temporary file or semaphore ``entry`` if it is a file of this user.
+
+    Its mode does not matter: it is only ever removed, never read.
+    """
+    path = os.path.join(SHM_DIR, entry)
+    try:
+        st = os.lstat(path)
+        check_stat(st, path, "file of shared_queue", private=False)
+    except FileNotFoundError:
+        return None
+    except (PermissionError, IncompatibleQueueError) as exc:
+        _log.info("skipped: %s", exc)
+        return None
+    return st
+
+
+def _unlink(entry: str) -> bool:
+    """Remove ``entry`` if it is a file of this user; whether it went."""
+    if _leftover(entry) is None:
+        return False
+    try:
+        os.unlink(os.path.join(SHM_DIR, entry))
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def garbage(min_age: float = 10.0) -> list[tuple[str, str]]:
@@ -182,36 +274,41 @@ def garbage(min_age: float = 10.0) -> list[tuple[str, str]]:
     Leftovers (temporary files, semaphores of no queue) younger than ``min_age`` seconds are
     spared: they may belong to a creation in progress.
     """
+    entries = sorted(os.listdir(SHM_DIR))
     live_nonces: dict[str, int] = {}
     out = []
     for info in find_queues():
         live_nonces[info.base] = info.nonce
         if not info.creator_alive and not users(info.base):
             out.append((info.base, "queue whose creator is dead and that no process has open"))
+    collected = {entry for entry, _ in out}
+    # A semaphore whose segment exists but could not be read (another user's, a FIFO, ...)
+    # is spared: nothing says which creation the segment is of.
+    segments = {p.base for p in map(parse_entry, entries) if p and p.kind == "segment"}
     now = time.time()
-    for entry in sorted(os.listdir(SHM_DIR)):
-        temp, sem = _TEMP.match(entry), _SEM.match(entry)
-        if not (temp or sem):
+    for entry in entries:
+        parsed = parse_entry(entry)
+        if parsed is None or parsed.kind == "segment":
             continue
-        with contextlib.suppress(FileNotFoundError):
-            if now - os.stat(os.path.join(SHM_DIR, entry)).st_ctime < min_age:
-                continue
-            if temp and not users(entry):
+        st = _leftover(entry)
+        if st is None or now - st.st_ctime < min_age:
+            continue
+        if parsed.kind == "temp":
+            if not users(entry):
                 out.append((entry, "temporary file of a creation that did not finish"))
-            elif (
-                sem
-                and live_nonces.get(sem["base"]) != int(sem["nonce"], 16)
-                and not any(e == sem["base"] for e, _ in out)
-            ):
-                out.append((entry, "semaphore of no existing queue"))
+        elif parsed.base not in collected and (
+            parsed.base not in segments
+            or (parsed.base in live_nonces and live_nonces[parsed.base] != parsed.nonce)
+        ):
+            out.append((entry, "semaphore of no existing queue"))
     return out
 
 
 def remove_entries(entries: list[str]) -> None:
     """Unlink what ``garbage`` named: a queue goes with its semaphores and leftovers."""
     for entry in entries:
-        if _BASE.match(entry) and not (_TEMP.match(entry) or _SEM.match(entry)):
+        parsed = parse_entry(entry)
+        if parsed is not None and parsed.kind == "segment":
             _remove_base(entry)
         else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(SHM_DIR, entry))
+            _unlink(entry)

@@ -15,11 +15,12 @@ segment when an attaching process exits (gh-82300).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
-import hashlib
 import mmap
 import os
 import secrets
+import shlex
 import threading
 import time
 import weakref
@@ -31,43 +32,13 @@ import posix_ipc
 
 from . import _layout as L
 from ._errors import IncompatibleQueueError
+from ._names import SHM_DIR, base_name, describe, temp_name
+from ._names import sem_names as _sem_names
 from ._serialize import dtype_from_bytes, dtype_to_bytes
+from ._shm import check_semaphores, open_checked
 from ._sync import CONSUMER_LOCK, LOCK_OPS, PRODUCER_LOCK, SETLK, process_start_time
 
-SHM_DIR: Final = "/dev/shm"
-PREFIX: Final = "sq"
-MAX_BASE: Final = 200  # leaves room for "sem." + ".<nonce>.free" within NAME_MAX (255)
 SEM_VALUE_MAX: Final = 2**31 - 1
-
-
-def base_name(name: str, run_id: str) -> str:
-    """Return the /dev/shm file name of the queue ``name`` in namespace ``run_id``.
-
-    The run_id's length is part of the name, so ``("a-b", "")`` and ``("b", "a")`` differ.
-    Names too long for POSIX limits keep a readable prefix and end in a hash of the whole.
-    """
-    for what, value in (("name", name), ("run_id", run_id)):
-        if not isinstance(value, str):
-            raise TypeError(f"queue {what} must be a str, not {type(value).__name__}")
-        if "/" in value or "\0" in value:
-            raise ValueError(f"queue {what} {value!r} must not contain '/' or NUL")
-    if not name:
-        raise ValueError("queue name must not be empty")
-    base = f"{PREFIX}{len(run_id)}-{run_id}-{name}"
-    if len(base.encode()) > MAX_BASE:
-        digest = hashlib.sha256(base.encode()).hexdigest()[:24]
-        base = base.encode()[: MAX_BASE - 25].decode(errors="ignore") + "-" + digest
-    return base
-
-
-def describe(name: str, run_id: str) -> str:
-    """Return the queue's name as messages show it."""
-    return f"'{name}'" + (f" (run_id '{run_id}')" if run_id else "")
-
-
-def _sem_names(base: str, nonce: int) -> tuple[str, str, str]:
-    # free: counts free slots; fill: counts items; room: wakes a put_batch waiting for room.
-    return tuple(f"/{base}.{nonce:016x}.{kind}" for kind in ("free", "fill", "room"))  # type: ignore[return-value]
 
 
 def _no_codec(buf: memoryview, off: int, size: int) -> Any:
@@ -104,10 +75,47 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _exists_error(name: str, run_id: str, path: str) -> FileExistsError:
+    """The error for a name that is taken, with the commands that free it (issue 10)."""
+    rm = f"python -m shared_queue rm {shlex.quote(name)}"
+    if run_id:
+        rm += f" --run-id {shlex.quote(run_id)}"
+    return FileExistsError(
+        f"queue {describe(name, run_id)} already exists ({path}); if it is left over from a "
+        f"run that ended, remove it with `{rm}` or every unused queue with "
+        "`python -m shared_queue gc`"
+    )
+
+
+def _reserve(fd: int, size: int, name: str, run_id: str, capacity: int, item_size: int) -> None:
+    """Allocate the segment's memory now; OSError(ENOSPC) naming the bytes if it does not fit."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EFBIG):
+            raise
+        st = os.statvfs(SHM_DIR)
+        free = st.f_bavail * st.f_frsize
+        raise OSError(
+            errno.ENOSPC,
+            f"queue {describe(name, run_id)} needs {size} bytes ({size / 2**30:.2f} GiB: "
+            f"capacity={capacity}, item_size={item_size}) but {SHM_DIR} has {free} bytes "
+            f"({free / 2**30:.2f} GiB) free; free memory there or create the queue with a "
+            "smaller capacity or item_size",
+        ) from exc
+
+
+def _header_nonce(mm: mmap.mmap) -> int:
+    """The header's nonce, read without exporting a buffer (so ``mm`` can still be closed)."""
+    offset = L.HEADER_DTYPE.fields["nonce"][1]  # type: ignore[index]
+    return int.from_bytes(mm[offset : offset + 8], "little")
+
+
 class Segment:
     """The mapped segment of one queue handle, with numpy and integer views of it."""
 
     def __init__(self, fd: int, mm: mmap.mmap, path: str, base: str) -> None:
+        check_semaphores(_sem_names(base, _header_nonce(mm)))  # issue 10: not another user's
         self.path = path
         self.base = base
         self._fd = fd
@@ -215,15 +223,23 @@ class Segment:
         raw: bool = False,
         typed: tuple[np.dtype[Any], tuple[int, ...]] | None = None,
     ) -> Segment:
-        """Create, initialise and publish a new segment; FileExistsError if the name is taken."""
+        """Create, initialise and publish a new segment.
+
+        Its memory is reserved in /dev/shm now, so that a queue that does not fit fails here
+        rather than killing a producer with SIGBUS on a later put.
+
+        Raises:
+            FileExistsError: the name is taken (the message says how to remove a leftover).
+            OSError: errno ENOSPC, /dev/shm has less free memory than the queue needs.
+        """
         base = base_name(name, run_id)
         path = os.path.join(SHM_DIR, base)
-        if os.path.exists(path):
-            raise FileExistsError(f"queue {describe(name, run_id)} already exists ({path})")
+        if os.path.lexists(path):
+            raise _exists_error(name, run_id, path)
         size = L.segment_size(capacity, item_size)
         nonce = secrets.randbits(64)
         made: list[posix_ipc.Semaphore] = []
-        tmp_path = f"{path}.creating-{nonce:016x}"
+        tmp_path = os.path.join(SHM_DIR, temp_name(base, nonce))
         fd = -1
         try:
             for sem_name, initial in zip(_sem_names(base, nonce), (capacity, 0, 0), strict=True):
@@ -234,6 +250,7 @@ class Segment:
                 )
             fd = os.open(tmp_path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
             os.ftruncate(fd, size)
+            _reserve(fd, size, name, run_id, capacity, item_size)
             with mmap.mmap(fd, L.HEADER_SIZE) as mm:
                 h = np.ndarray((), L.HEADER_DTYPE, buffer=mm)
                 h["version"] = L.VERSION
@@ -265,9 +282,7 @@ class Segment:
                 # exists, which settles concurrent creators.
                 os.link(tmp_path, path)
             except FileExistsError:
-                raise FileExistsError(
-                    f"queue {describe(name, run_id)} already exists ({path})"
-                ) from None
+                raise _exists_error(name, run_id, path) from None
         except BaseException:
             for sem in made:
                 sem.unlink()
@@ -290,11 +305,19 @@ class Segment:
 
     @classmethod
     def attach(cls, name: str, run_id: str) -> Segment:
-        """Map the existing segment of a queue; FileNotFoundError if there is none."""
+        """Map the existing segment of a queue.
+
+        Raises:
+            FileNotFoundError: there is no such queue.
+            IncompatibleQueueError: the name is a FIFO, directory, symbolic link or other
+                non-file, or a file that is not a queue of this layout.
+            PermissionError: the segment or a semaphore is another user's, or open to group
+                or others.
+        """
         base = base_name(name, run_id)
         path = os.path.join(SHM_DIR, base)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            fd = open_checked(path, write=True, what=f"segment of queue {describe(name, run_id)}")
         except FileNotFoundError:
             raise FileNotFoundError(
                 f"no queue {describe(name, run_id)} ({path}): create it with create=True"

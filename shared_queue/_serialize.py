@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import ast
 import io
+import math
 import pickle
 import struct
+import sys
 import threading
 from typing import Any, Final, Literal
 
@@ -204,7 +206,7 @@ class RawCodec:
         self._dtype = dtype
         self._shape = shape
         self._enc: dict[tuple[Any, ...], bytes] = {}
-        self._dec: dict[bytes, tuple[np.dtype[Any], tuple[int, ...], Literal["C", "F"]]] = {}
+        self._dec: dict[bytes, tuple[np.dtype[Any], tuple[int, ...], Literal["C", "F"], int]] = {}
 
     def encode(self, obj: Any) -> Parts:
         """Return the slot bytes of an ndarray or bytes-like ``obj``."""
@@ -257,11 +259,20 @@ class RawCodec:
         return Parts([desc, data], len(desc) + arr.nbytes)
 
     def extract(self, buf: memoryview, off: int, size: int) -> Any:
-        """Rebuild the item from its slot into memory of its own (under the consumer lock)."""
-        desc_len, kind, _, _ = _RAW_HEAD.unpack_from(buf, off)
-        if kind == _BYTES:
+        """Rebuild the item from its slot into memory of its own (under the consumer lock).
+
+        Never raises for a bad item, so that the item is still taken: an item whose
+        descriptor does not fit its bytes comes back as an ``_Undecodable`` that ``decode``
+        raises for, after the lock is released.
+        """
+        if size >= _PAD and buf[off + 4] == _BYTES and _RAW_HEAD.unpack_from(buf, off)[0] == _PAD:
+            return bytes(buf[off + _PAD : off + size])  # bytes: the fixed _BYTES_DESC
+        try:
+            desc_len, dtype, shape, order = self._parse(buf, off, size)
+        except ValueError as exc:
+            return _Undecodable(size, str(exc))
+        if dtype is None:
             return bytes(buf[off + desc_len : off + size])
-        dtype, shape, order = self._parse(buf, off, desc_len)
         arr = np.empty(shape, dtype, order=order)
         n = arr.nbytes
         if n:
@@ -270,35 +281,116 @@ class RawCodec:
         return arr
 
     def view(self, buf: memoryview, off: int, size: int) -> np.ndarray[Any, Any]:
-        """Return a read-only array that views the item in its slot (bytes as uint8)."""
-        desc_len, kind, _, _ = _RAW_HEAD.unpack_from(buf, off)
-        if kind == _BYTES:
+        """Return a read-only array that views the item in its slot (bytes as uint8).
+
+        Raises:
+            ValueError: The item's descriptor does not fit its bytes; no array was made.
+        """
+        try:
+            desc_len, dtype, shape, order = self._parse(buf, off, size)
+        except ValueError as exc:
+            raise _Undecodable(size, str(exc)).error(self._label) from None
+        if dtype is None:
             arr = np.frombuffer(buf, np.uint8, size - desc_len, off + desc_len)
         else:
-            dtype, shape, order = self._parse(buf, off, desc_len)
             arr = np.ndarray(shape, dtype, buffer=buf, offset=off + desc_len, order=order)
         arr.flags.writeable = False
         return arr
 
     def _parse(
-        self, buf: memoryview, off: int, desc_len: int
-    ) -> tuple[np.dtype[Any], tuple[int, ...], Literal["C", "F"]]:
+        self, buf: memoryview, off: int, size: int
+    ) -> tuple[int, np.dtype[Any] | None, tuple[int, ...], Literal["C", "F"]]:
+        """Return (descriptor length, dtype, shape, order) of the item of ``size`` bytes at
+        ``off``; the dtype is None for bytes.
+
+        Every field is checked against ``size`` before anything is allocated, so a corrupt
+        or forged descriptor can neither allocate more than the item holds nor read past it.
+
+        Raises:
+            ValueError: What is wrong with the descriptor.
+        """
+        if size < _RAW_HEAD.size:
+            raise ValueError(f"{size} bytes cannot hold a descriptor")
+        desc_len, kind, _, _ = _RAW_HEAD.unpack_from(buf, off)
+        if not _RAW_HEAD.size <= desc_len <= size or desc_len % _PAD:
+            raise ValueError(f"descriptor length {desc_len} does not fit an item of {size} bytes")
+        if kind == _BYTES:
+            return desc_len, None, (size - desc_len,), "C"
         key = bytes(buf[off : off + desc_len])
         parsed = self._dec.get(key)
         if parsed is None:
+            parsed = _parse_descriptor(key)  # a bad one raises and is not cached
             if len(self._dec) > 256:
                 self._dec.clear()
-            parsed = self._dec[key] = _parse_descriptor(key)
-        return parsed
+            self._dec[key] = parsed
+        dtype, shape, order, nbytes = parsed
+        if nbytes != size - desc_len:
+            raise ValueError(
+                f"shape {shape} of {dtype} needs {nbytes} bytes of data, the item has "
+                f"{size - desc_len} after its {desc_len}-byte descriptor"
+            )
+        return desc_len, dtype, shape, order
 
-    @staticmethod
-    def decode(item: Any) -> Any:
-        """Return the item that ``extract`` rebuilt."""
+    def decode(self, item: Any) -> Any:
+        """Return the item that ``extract`` rebuilt.
+
+        Raises:
+            ValueError: The item's descriptor did not fit its bytes; the item was consumed.
+        """
+        if item.__class__ is _Undecodable:
+            raise item.error(self._label)
         return item
 
 
-def _parse_descriptor(desc: bytes) -> tuple[np.dtype[Any], tuple[int, ...], Literal["C", "F"]]:
-    _, _, order, ndim = _RAW_HEAD.unpack_from(desc, 0)
+class _Undecodable:
+    """A raw item taken from the queue whose descriptor cannot be decoded, and why."""
+
+    __slots__ = ("reason", "size")
+
+    def __init__(self, size: int, reason: str) -> None:
+        self.size = size
+        self.reason = reason
+
+    def error(self, label: str) -> ValueError:
+        return ValueError(
+            f"raw item of {self.size} bytes from queue {label} cannot be decoded: "
+            f"{self.reason}; the item was taken off the queue"
+        )
+
+
+# numpy's limit on an array's dimensions (NPY_MAXDIMS): 32 before numpy 2.0, 64 since.
+_MAXDIMS: Final = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else 32
+
+
+def _parse_descriptor(
+    desc: bytes,
+) -> tuple[np.dtype[Any], tuple[int, ...], Literal["C", "F"], int]:
+    """Return (dtype, shape, order, data bytes) of an array's descriptor.
+
+    Raises:
+        ValueError: What is wrong with the descriptor.
+    """
+    desc_len, kind, order, ndim = _RAW_HEAD.unpack_from(desc, 0)
+    if kind != _ARRAY:
+        raise ValueError(f"unknown item kind {kind}")
+    if order not in (_C, _F):
+        raise ValueError(f"unknown memory order {order}")
+    if ndim > _MAXDIMS:
+        raise ValueError(f"{ndim} dimensions, more than numpy's {_MAXDIMS}")
+    end = _RAW_HEAD.size + 8 * ndim
+    if end > desc_len:
+        raise ValueError(f"a descriptor of {desc_len} bytes cannot hold {ndim} dimensions")
     shape = struct.unpack_from(f"<{ndim}q", desc, _RAW_HEAD.size)
-    text = desc[_RAW_HEAD.size + 8 * ndim :].rstrip(b"\0")
-    return dtype_from_bytes(text), shape, "F" if order == _F else "C"
+    if min(shape, default=0) < 0:
+        raise ValueError(f"negative dimension in shape {shape}")
+    text = desc[end:].rstrip(b"\0")
+    try:
+        dtype = dtype_from_bytes(text)
+    except Exception as exc:  # literal_eval and descr_to_dtype raise several kinds
+        raise ValueError(f"unreadable dtype {text[:80]!r} ({type(exc).__name__})") from None
+    if dtype.hasobject:  # raw bytes are no object pointers
+        raise ValueError(f"dtype {dtype} holds Python objects")
+    count = math.prod(shape)
+    if count > sys.maxsize:
+        raise ValueError(f"shape {shape} has more elements than an array can")
+    return dtype, shape, "F" if order == _F else "C", count * dtype.itemsize

@@ -17,9 +17,9 @@ import threading
 import time
 from typing import Any
 
-from shared_queue import Empty, Full, SharedMemoryQueue
+from _support import TIMEOUT
 
-WAIT = 40.0  # seconds; as conftest.TIMEOUT, only reached on a deadlock
+from shared_queue import Empty, Full, SharedMemoryQueue
 
 
 def _attach(q: SharedMemoryQueue | str) -> SharedMemoryQueue:
@@ -30,7 +30,7 @@ def echo(q: SharedMemoryQueue | str, out: Any, close: bool) -> None:
     """Take the parent's item, put a reply, report what this handle sees."""
     q = _attach(q)
     assert isinstance(q, SharedMemoryQueue)
-    item = q.get(timeout=WAIT)
+    item = q.get(timeout=TIMEOUT)
     q.put(("reply", os.getpid(), item))
     out.put((q.name, q.run_id, q.capacity, q.item_size, item))
     if close:
@@ -40,9 +40,9 @@ def echo(q: SharedMemoryQueue | str, out: Any, close: bool) -> None:
 
 def handle_from_queue(carrier: SharedMemoryQueue, out: Any) -> None:
     """Get a handle of another queue out of ``carrier``, use it, send a new one back."""
-    inner = carrier.get(timeout=WAIT)
+    inner = carrier.get(timeout=TIMEOUT)
     assert isinstance(inner, SharedMemoryQueue), type(inner)
-    item = inner.get(timeout=WAIT)
+    item = inner.get(timeout=TIMEOUT)
     inner.put(("from child", item))
     own = SharedMemoryQueue(inner.name, run_id=inner.run_id)
     carrier.put(own)
@@ -52,7 +52,7 @@ def handle_from_queue(carrier: SharedMemoryQueue, out: Any) -> None:
 def call(q_in: SharedMemoryQueue, q_out: SharedMemoryQueue, n: int) -> None:
     """Call ``n`` received ``(obj, method, args)``; send back the class name and result."""
     for _ in range(n):
-        obj, method, args = q_in.get(timeout=WAIT)
+        obj, method, args = q_in.get(timeout=TIMEOUT)
         q_out.put((type(obj).__name__, getattr(obj, method)(*args)))
 
     # And the other way round: objects only cloudpickle can send, made in this process.
@@ -74,11 +74,11 @@ def produce(q: SharedMemoryQueue, producer: int, n: int, seed: int) -> None:
     seq = 0
     while seq < n:
         if rng.random() < 0.5:
-            q.put((producer, seq), timeout=WAIT)
+            q.put((producer, seq), timeout=TIMEOUT)
             seq += 1
         else:
             stop = min(n, seq + rng.randint(1, 8))
-            q.put_batch([(producer, s) for s in range(seq, stop)], timeout=WAIT)
+            q.put_batch([(producer, s) for s in range(seq, stop)], timeout=TIMEOUT)
             seq = stop
 
 
@@ -92,16 +92,16 @@ def consume(q: SharedMemoryQueue, out: Any, seed: int) -> None:
     got: list[tuple[int, int]] = []
     while True:
         if rng.random() < 0.5:
-            items = [q.get(timeout=WAIT)]
+            items = [q.get(timeout=TIMEOUT)]
         else:
-            items = q.get_batch(rng.randint(1, 16), timeout=WAIT)
+            items = q.get_batch(rng.randint(1, 16), timeout=TIMEOUT)
         if None in items:
             i = items.index(None)
             got.extend(items[:i])
             rest = items[i + 1 :]
             assert all(x is None for x in rest), rest
             if rest:
-                q.put_batch(rest, timeout=WAIT)
+                q.put_batch(rest, timeout=TIMEOUT)
             break
         got.extend(items)
     out.put(got)
@@ -111,7 +111,7 @@ def blocked_get(q: SharedMemoryQueue, out: Any) -> None:
     """Report ready, then block in get; report the item and when the wait began and ended."""
     out.put("ready")
     t0 = time.monotonic()
-    item = q.get(timeout=WAIT)
+    item = q.get(timeout=TIMEOUT)
     out.put((item, t0, time.monotonic()))
 
 
@@ -147,11 +147,11 @@ def timed_get(q: SharedMemoryQueue, out: Any, timeout: float) -> None:
 
 def by_run_id(handle: SharedMemoryQueue, name: str, run_ids: list[str], out: Any) -> None:
     """Get one item from the queue ``name`` under each run_id; try one run_id not created."""
-    seen = {handle.run_id: handle.get(timeout=WAIT)}
+    seen = {handle.run_id: handle.get(timeout=TIMEOUT)}
     for run_id in run_ids:
         if run_id != handle.run_id:
             with SharedMemoryQueue(name, run_id=run_id) as q:
-                seen[run_id] = q.get(timeout=WAIT)
+                seen[run_id] = q.get(timeout=TIMEOUT)
     try:
         SharedMemoryQueue(name, run_id="never-created")
     except FileNotFoundError:
@@ -168,17 +168,17 @@ def many_handles(q: SharedMemoryQueue, rounds: int) -> None:
     h1 = SharedMemoryQueue(q.name, run_id=q.run_id)
     h2 = SharedMemoryQueue(q.name, run_id=q.run_id)
     handles = [q, h1, h2]
-    assert h1.get(timeout=WAIT) == "from parent"
+    assert h1.get(timeout=TIMEOUT) == "from parent"
     for i in range(rounds):
         a, b, c = handles[i % 3], handles[(i + 1) % 3], handles[(i + 2) % 3]
         a.put(("single", i))
         b.put_batch([("batch", i, 0), ("batch", i, 1)])
-        assert c.get(timeout=WAIT) == ("single", i)
-        assert a.get_batch(5, timeout=WAIT) == [("batch", i, 0), ("batch", i, 1)]
+        assert c.get(timeout=TIMEOUT) == ("single", i)
+        assert a.get_batch(5, timeout=TIMEOUT) == [("batch", i, 0), ("batch", i, 1)]
     assert q.empty() and h1.empty() and h2.empty()
     h1.close()
     h2.put("h2 after h1 closed")
-    assert q.get(timeout=WAIT) == "h2 after h1 closed"
+    assert q.get(timeout=TIMEOUT) == "h2 after h1 closed"
     h2.close()
     q.put("done")  # the passed handle outlives the other two; left open at exit
 
@@ -193,11 +193,11 @@ def threaded_producer(q: SharedMemoryQueue, proc: int, n: int) -> None:
             seq = 0
             while seq < n:
                 if rng.random() < 0.5:
-                    handle.put((proc, thread, seq), timeout=WAIT)
+                    handle.put((proc, thread, seq), timeout=TIMEOUT)
                     seq += 1
                 else:
                     stop = min(n, seq + rng.randint(1, 4))
-                    handle.put_batch([(proc, thread, s) for s in range(seq, stop)], timeout=WAIT)
+                    handle.put_batch([(proc, thread, s) for s in range(seq, stop)], timeout=TIMEOUT)
                     seq = stop
         except BaseException as exc:
             errors.append(exc)
@@ -208,7 +208,7 @@ def threaded_producer(q: SharedMemoryQueue, proc: int, n: int) -> None:
     for t in threads:
         t.start()
     for t in threads:
-        t.join(WAIT)
+        t.join(TIMEOUT)
     assert not any(t.is_alive() for t in threads), "a producer thread hung"
     if errors:
         raise errors[0]

@@ -7,10 +7,12 @@ or left it queued, a put that raised CancelledError put nothing); timeouts; sync
 sync threads on the other side; close() waking the waiters.
 
 pytest-asyncio is deliberately not used: each test drives its scenario with ``asyncio.run``,
-bounded by ``asyncio.wait_for`` (and pytest-timeout around the whole test).
+bounded by ``asyncio.wait_for`` (and pytest-timeout around the whole test). A test that needs a
+call to be waiting waits until it is (``blocked``), it does not sleep for it. Latency and
+throughput are measured in ``benchmarks/``, not asserted here: a slow machine must not fail a
+correct build.
 
-Times are on ``time.monotonic()`` (and ``time.perf_counter()`` for the cross-process latency;
-both are CLOCK_MONOTONIC on Linux, so comparable between processes).
+Times are on ``time.monotonic()``.
 """
 
 from __future__ import annotations
@@ -18,10 +20,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import multiprocessing
 import random
 import re
-import statistics
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
@@ -30,8 +30,7 @@ from typing import Any, TypeVar
 
 import _async_children
 import pytest
-from _procs import running
-from conftest import TIMEOUT, remove_queue
+from _support import TIMEOUT, ctx_fixture, drain, running, wait_blocked, wait_blocked_async
 
 from shared_queue import Empty, Full, SharedMemoryQueue
 
@@ -43,11 +42,13 @@ T = TypeVar("T")
 EARLY = 0.010  # a timed wait may end this much before its timeout (clock granularity)
 LATE = 0.5  # ... and this much after it (scheduling slack on a loaded machine)
 IMMEDIATE = 0.1  # a call that must not wait returns within this
-WAKE_BOUND = 1.0  # a waiting coroutine returns within this of the operation that unblocks it
-CLOSE_BOUND = 2.0  # close() returns, and its waiters raise, within this
-# recovery_interval of queues whose wake-ups are timed: far longer than WAKE_BOUND, so a prompt
-# return proves the semaphore post woke the waiter, not the periodic re-check.
+# A waiting coroutine returns within WAKE_BOUND of the operation that unblocks it. Generous, so
+# load does not fail it; the recovery_interval of queues whose wake-ups are checked is far longer
+# (NO_RECOVERY), so a return within it proves the semaphore post woke the waiter, not the
+# periodic re-check.
+WAKE_BOUND = 5.0
 NO_RECOVERY = 30.0
+CLOSE_BOUND = 2.0  # close() returns, and its waiters raise, within this
 CLOSED = re.compile(r"^queue '[^']+': this handle is closed$")
 
 
@@ -57,16 +58,6 @@ CLOSED = re.compile(r"^queue '[^']+': this handle is closed$")
 def run(coro: Coroutine[Any, Any, T], bound: float = TIMEOUT) -> T:
     """Run ``coro`` in a fresh event loop, failing (not hanging) after ``bound`` seconds."""
     return asyncio.run(asyncio.wait_for(coro, bound))
-
-
-def drain(q: SharedMemoryQueue) -> list[Any]:
-    """Everything left in the queue, by get_nowait."""
-    out = []
-    while True:
-        try:
-            out.append(q.get_nowait())
-        except Empty:
-            return out
 
 
 def assert_counts_sane(q: SharedMemoryQueue) -> None:
@@ -81,10 +72,15 @@ def assert_counts_sane(q: SharedMemoryQueue) -> None:
         q.get_nowait()
 
 
-async def not_done_after(aw: Awaitable[T], delay: float = 0.2) -> asyncio.Future[T]:
-    """Start ``aw`` as a task and check that it is still waiting after ``delay``."""
+async def blocked(aw: Awaitable[T], q: SharedMemoryQueue, waiters: int = 1) -> asyncio.Future[T]:
+    """Start ``aw`` as a task; return it once it waits, after checking that it did not complete.
+
+    It waits once it ran up to its await (a loop iteration) and ``waiters`` threads sleep on
+    ``q``'s semaphores: a handle's coroutines wait through one thread per semaphore.
+    """
     task = asyncio.ensure_future(aw)
-    await asyncio.sleep(delay)
+    await asyncio.sleep(0)  # the task runs up to its first await
+    await wait_blocked_async(q, waiters)
     assert not task.done(), "appeared not to block"
     return task
 
@@ -157,10 +153,10 @@ def test_get_async_waits_for_an_item(make_queue: MakeQueue, other: Any) -> None:
     producer = other()
 
     async def scenario() -> None:
-        task = await not_done_after(q.get_async())
+        task = await blocked(q.get_async(), q)
         producer.put_nowait("late")
         assert await timed(task, WAKE_BOUND) == ("late", pytest.approx(0, abs=WAKE_BOUND))
-        task = await not_done_after(q.get_batch_async(5))
+        task = await blocked(q.get_batch_async(5), q)
         producer.put_batch([1, 2])
         items, _ = await timed(task, WAKE_BOUND)
         assert items in ([1], [1, 2])
@@ -176,7 +172,7 @@ def test_put_async_waits_for_a_slot(make_queue: MakeQueue, other: Any) -> None:
     q.put_nowait("b")
 
     async def scenario() -> None:
-        task = await not_done_after(q.put_async("c"))
+        task = await blocked(q.put_async("c"), q)
         assert consumer.get_nowait() == "a"
         await timed(task, WAKE_BOUND)
         assert drain(q) == ["b", "c"]
@@ -209,7 +205,7 @@ def test_put_batch_async_waits_for_room_for_the_whole_batch(make_queue: MakeQueu
         q.put_nowait(i)
 
     async def scenario() -> None:
-        task = await not_done_after(q.put_batch_async(["x", "y"]))
+        task = await blocked(q.put_batch_async(["x", "y"]), q)
         assert q.get_nowait() == 0  # room for one of the two: keeps waiting
         await asyncio.sleep(0.5)
         assert not task.done(), "put part of a batch, or did not wait for room for all of it"
@@ -226,7 +222,7 @@ def test_put_batch_async_wakes_promptly_when_room_frees(make_queue: MakeQueue) -
         q.put_nowait(i)
 
     async def scenario() -> None:
-        task = await not_done_after(q.put_batch_async(["x", "y"]))
+        task = await blocked(q.put_batch_async(["x", "y"]), q)
         assert q.get_nowait() == 0
         assert q.get_nowait() == 1
         try:
@@ -319,7 +315,8 @@ def test_200_awaiters_do_not_mean_200_threads(make_queue: MakeQueue, other: Any)
     async def scenario() -> tuple[int, list[int]]:
         base = threading.active_count()
         getters = [asyncio.ensure_future(q.get_async()) for _ in range(200)]
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0)  # each getter runs up to its await
+        await wait_blocked_async(q)
         assert not any(t.done() for t in getters)
         waiting = threading.active_count() - base
         peer.put_batch(range(200))
@@ -327,7 +324,8 @@ def test_200_awaiters_do_not_mean_200_threads(make_queue: MakeQueue, other: Any)
         # And 200 putters on a full queue.
         q.put_batch(range(256))
         putters = [asyncio.ensure_future(q.put_async(("p", i))) for i in range(200)]
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0)
+        await wait_blocked_async(q)
         assert not any(t.done() for t in putters)
         assert threading.active_count() - base <= 2, threading.enumerate()
         assert [peer.get_nowait() for _ in range(200)] == list(range(200))
@@ -342,34 +340,32 @@ def test_200_awaiters_do_not_mean_200_threads(make_queue: MakeQueue, other: Any)
     assert sorted(left[56:]) == [("p", i) for i in range(200)]
 
 
-def test_event_loop_keeps_ticking_while_awaiters_wait(make_queue: MakeQueue) -> None:
-    """A 10 ms ticker keeps its beat while 50 get_async wait 0.5 s and time out."""
+def test_event_loop_keeps_running_while_awaiters_wait(make_queue: MakeQueue) -> None:
+    """50 get_async wait 0.5 s each at the same time, not one after another, and the loop runs
+    another task meanwhile. (How steady its beat stays is a benchmark, not a test.)"""
     q = make_queue(capacity=4)
-    tick = 0.010
 
-    async def scenario() -> tuple[list[float], list[Any]]:
-        lags: list[float] = []
-        stop = asyncio.Event()
+    async def scenario() -> tuple[int, list[Any], float]:
+        ticks_while_waiting = 0
+        getters = [asyncio.ensure_future(q.get_async(timeout=0.5)) for _ in range(50)]
 
         async def ticker() -> None:
-            while not stop.is_set():
-                t0 = time.monotonic()
-                await asyncio.sleep(tick)
-                lags.append(time.monotonic() - t0 - tick)
+            nonlocal ticks_while_waiting
+            while not all(g.done() for g in getters):
+                await asyncio.sleep(0.010)
+                ticks_while_waiting += not all(g.done() for g in getters)
 
+        t0 = time.monotonic()
         ticking = asyncio.ensure_future(ticker())
-        results = await asyncio.gather(
-            *(q.get_async(timeout=0.5) for _ in range(50)), return_exceptions=True
-        )
-        stop.set()
+        results = await asyncio.gather(*getters, return_exceptions=True)
+        took = time.monotonic() - t0
         await ticking
-        return lags, results
+        return ticks_while_waiting, results, took
 
-    lags, results = run(scenario(), bound=10)
+    ticks, results, took = run(scenario(), bound=20)
     assert all(isinstance(r, Empty) for r in results), results
-    assert len(lags) >= 25, f"only {len(lags)} ticks of 10 ms in 0.5 s"
-    assert statistics.median(lags) < 0.010, f"median tick lag {statistics.median(lags):.4f} s"
-    assert max(lags) < 0.100, f"worst tick lag {max(lags):.4f} s"
+    assert ticks >= 1, "the loop ran nothing else while the getters waited"
+    assert took < 50 * 0.5 / 2, f"50 timeouts of 0.5 s took {took:.1f} s: they did not overlap"
 
 
 def test_waiting_costs_no_cpu(make_queue: MakeQueue) -> None:
@@ -378,7 +374,8 @@ def test_waiting_costs_no_cpu(make_queue: MakeQueue) -> None:
 
     async def scenario() -> tuple[float, list[Any]]:
         getters = [asyncio.ensure_future(q.get_async()) for _ in range(50)]
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)
+        await wait_blocked_async(q)
         cpu0 = time.process_time()
         await asyncio.sleep(1.0)
         cpu = time.process_time() - cpu0
@@ -400,7 +397,7 @@ def test_cancelled_waiting_get_leaves_the_item(make_queue: MakeQueue, other: Any
     peer = other()
 
     async def scenario() -> None:
-        task = await not_done_after(q.get_async(), 0.1)
+        task = await blocked(q.get_async(), q)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -422,7 +419,7 @@ def test_cancelled_waiting_put_puts_nothing(make_queue: MakeQueue, other: Any) -
 
     async def scenario() -> None:
         for aw in (q.put_async("never"), q.put_batch_async(["never", "never"])):
-            task = await not_done_after(aw, 0.1)
+            task = await blocked(aw, q)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -480,24 +477,22 @@ def test_cancel_racing_the_wake_up(make_queue: MakeQueue, other: Any, side: str)
     assert_counts_sane(q)
 
 
-async def chaos(q: SharedMemoryQueue, seed: int) -> tuple[list[Any], list[Any], list[Any], int]:
+async def chaos(q: SharedMemoryQueue, seed: int) -> tuple[list[Any], list[Any], list[Any]]:
     """100 consumers and 20 producers, every operation at risk of cancellation.
 
     Returns (items whose put completed, items whose put was cancelled or timed out, items gets
-    returned, how many operations ended cancelled).
+    returned). Every operation either completed, timed out or was cancelled; any other outcome
+    is raised.
     """
     rng = random.Random(seed)
     put_done: list[Any] = []
     put_undone: list[Any] = []
     got: list[Any] = []
     inflight: set[asyncio.Future[Any]] = set()
-    cancelled = 0
 
     async def attempt(fn: Callable[..., Awaitable[Any]], *args: Any) -> asyncio.Future[Any]:
         # The operation starts inside its task, so a task cancelled before it first runs
         # leaves no never-awaited coroutine behind.
-        nonlocal cancelled
-
         async def op() -> Any:
             return await fn(*args)
 
@@ -507,7 +502,6 @@ async def chaos(q: SharedMemoryQueue, seed: int) -> tuple[list[Any], list[Any], 
             await asyncio.wait({task})
         finally:
             inflight.discard(task)
-        cancelled += task.cancelled()
         return task
 
     async def within(t: float, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
@@ -577,13 +571,16 @@ async def chaos(q: SharedMemoryQueue, seed: int) -> tuple[list[Any], list[Any], 
     chaos_task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await chaos_task
-    return put_done, put_undone, got, cancelled
+    return put_done, put_undone, got
 
 
 @pytest.mark.parametrize("seed", range(1, 9))
 def test_random_cancellations_lose_and_duplicate_nothing(make_queue: MakeQueue, seed: int) -> None:
+    """Outcomes only, whatever the timing: every operation ends (within the bound of ``run``),
+    completed or without effect; every item whose put completed comes out exactly once, none
+    whose put did not; and the queue's counts are intact after it."""
     q = make_queue(capacity=8)
-    put_done, put_undone, got, cancelled = run(chaos(q, seed))
+    put_done, put_undone, got = run(chaos(q, seed))
     drained = drain(q)
     delivered = collections.Counter(got + drained)
     assert not set(put_undone) & set(delivered), "an item whose put was cancelled came out"
@@ -592,43 +589,39 @@ def test_random_cancellations_lose_and_duplicate_nothing(make_queue: MakeQueue, 
     lost = collections.Counter(put_done) - delivered
     assert not lost, f"lost: {sorted(lost)[:5]}"
     assert delivered == collections.Counter(put_done)
-    # The scenario exercised what it claims to.
-    assert len(put_done) > 100 and len(put_undone) > 20 and cancelled > 50 and len(got) > 100
     assert_counts_sane(q)
 
 
 # -- the other side: sync processes and sync threads -------------------------------------------
 
 
-@pytest.fixture(params=["fork", "spawn"])
-def ctx(request: pytest.FixtureRequest) -> BaseContext:
-    """A multiprocessing context per start method."""
-    return multiprocessing.get_context(request.param)
+ctx = ctx_fixture("fork", "spawn")
 
 
 def test_sync_producer_processes_wake_async_consumers(
     ctx: BaseContext, make_queue: MakeQueue
 ) -> None:
-    """Two sync producer processes, 20 async consumers: every item exactly once, promptly."""
+    """Two sync producer processes, 20 async consumers that run dry and wait again: every item
+    exactly once. (How long an item waits for its consumer is a benchmark, not a test.)"""
     q = make_queue(capacity=16, recovery_interval=NO_RECOVERY)
     n = 150
     go = ctx.Event()
     targets = [(_async_children.produce, (q.name, p, n, go, 25)) for p in range(2)]
     with running(ctx, *targets) as procs:
 
-        async def scenario() -> list[tuple[int, int, float]]:
-            got: list[tuple[int, int, float]] = []
+        async def scenario() -> list[tuple[int, int]]:
+            got: list[tuple[int, int]] = []
             done = asyncio.Event()
 
             async def consumer() -> None:
                 while True:
-                    producer, seq, stamp = await q.get_async()
-                    got.append((producer, seq, time.perf_counter() - stamp))
+                    got.append(await q.get_async())
                     if len(got) == 2 * n:
                         done.set()
 
             consumers = [asyncio.ensure_future(consumer()) for _ in range(20)]
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0)
+            await wait_blocked_async(q)
             go.set()
             while not done.is_set():
                 await asyncio.wait({asyncio.ensure_future(done.wait())}, timeout=0.2)
@@ -640,41 +633,8 @@ def test_sync_producer_processes_wake_async_consumers(
             return got
 
         got = run(scenario())
-    assert sorted((p, s) for p, s, _ in got) == [(p, s) for p in range(2) for s in range(n)]
+    assert sorted(got) == [(p, s) for p in range(2) for s in range(n)]
     assert drain(q) == []
-    worst = max(lat for _, _, lat in got)
-    assert worst < WAKE_BOUND, f"an item waited {worst:.3f} s for its consumer"
-
-
-def test_async_wake_up_latency_from_a_sync_process(
-    ctx: BaseContext, make_queue: MakeQueue, qname: str
-) -> None:
-    """200 ping-pongs: the child puts perf_counter(); the coroutine takes the difference."""
-    q = make_queue(capacity=4, recovery_interval=NO_RECOVERY)
-    ack = SharedMemoryQueue(qname + "-ack", create=True, capacity=4)
-    try:
-        with running(ctx, (_async_children.stamp, (q.name, ack.name, 200))):
-
-            async def scenario() -> list[float]:
-                lats = []
-                for i in range(200):
-                    ack.put_nowait(i)
-                    stamp = await asyncio.wait_for(q.get_async(), 10)
-                    lats.append(time.perf_counter() - stamp)
-                return lats
-
-            lats = run(scenario())
-    finally:
-        ack.close()
-        remove_queue(ack.name)
-    median = statistics.median(lats)
-    print(
-        f"\n[{ctx.get_start_method()}] async wake-up latency over {len(lats)} samples: "
-        f"median {median * 1e6:.0f} us, p90 {sorted(lats)[179] * 1e6:.0f} us, "
-        f"max {max(lats) * 1e6:.0f} us"
-    )
-    assert median < 0.05
-    assert max(lats) < WAKE_BOUND
 
 
 def test_sync_threads_and_coroutines_share_one_handle(make_queue: MakeQueue) -> None:
@@ -760,7 +720,8 @@ def test_close_wakes_waiters_with_value_error(
 
     async def scenario() -> tuple[float, float]:
         waiters = [asyncio.ensure_future(OPS[op](handle, None)) for _ in range(10)]
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0)
+        await wait_blocked_async(handle)
         assert not any(w.done() for w in waiters), "appeared not to block"
         t0 = time.monotonic()
         if closer == "loop":
@@ -793,11 +754,11 @@ def test_close_does_not_hang_when_others_wait_on_the_same_semaphore(
     handle = SharedMemoryQueue(qname, recovery_interval=4.0)  # the hang lasts this long
     got: list[Any] = []
     sleeper = threading.Thread(target=lambda: got.append(peer.get(timeout=TIMEOUT)), daemon=True)
-    sleeper.start()  # first in the semaphore's queue of sleepers
-    time.sleep(0.2)
+    sleeper.start()
+    wait_blocked(q)  # the sleeper is first in the semaphore's queue of sleepers
 
     async def scenario() -> float:
-        waiter = await not_done_after(handle.get_async())
+        waiter = await blocked(handle.get_async(), handle, waiters=2)
         t0 = time.monotonic()
         handle.close()
         with pytest.raises(ValueError, match=CLOSED):

@@ -1,4 +1,4 @@
-"""The command line, ``python -m shared_queue``: ls, stat, rm, gc, demo, and its exit codes.
+"""The command line, ``python -m shared_queue``: ls, stat, rm, gc, bench, demo, and exit codes.
 
 Most commands run as a subprocess, as a user runs them; some run in-process through
 ``_cli.main`` where monkeypatching or capsys is handier.
@@ -26,17 +26,25 @@ from typing import Any
 import numpy as np
 import posix_ipc
 import pytest
-from conftest import TIMEOUT, remove_queue
+from _support import TIMEOUT, remove_queue, session_mark
 
-from shared_queue import SharedMemoryQueue
+from shared_queue import SharedMemoryQueue, _metrics
 from shared_queue import _cli as cli
+from shared_queue import _layout as L
 from shared_queue import _registry as R
-from shared_queue._segment import SHM_DIR, base_name
+from shared_queue._names import SHM_DIR, base_name
 
 ROOT = Path(__file__).resolve().parent.parent
-MARK = f"t{os.getpid()}-"  # in every name this session makes (see conftest)
+MARK = session_mark()  # in every name this session makes
 DEAD = "queue whose creator is dead and that no process has open"
 RUN_ID = f"r{os.getpid()}"
+OTHER_RUN_ID = f"r{os.getpid()}x"  # starts like RUN_ID: a namespace must not match a prefix
+# The keys of the CLI's record besides get_metrics()'s (docs/cli.md#the-record).
+CLI_KEYS = {
+    "name", "run_id", "base", "mode", "creator_pid", "creator_alive", "users", "segment_bytes",
+    "bytes_used",
+}  # fmt: skip
+RATES = {"puts_per_s", "gets_per_s"}  # stat --watch --json adds these
 
 # A creator that is killed later: it makes a queue, leaves an item in it and waits.
 _CREATOR = """
@@ -157,16 +165,74 @@ def gc_ours(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(R, "garbage", garbage)
 
 
+# -- the record (shared_queue._metrics) --------------------------------------------------------
+HEADER = {
+    "capacity": 8, "item_size": 128, "spare_slots": 2, "head": 10, "tail": 13, "puts": 13,
+    "gets": 10, "bytes_in": 1300, "bytes_out": 1000, "high_water": 5, "put_waits": 1,
+    "put_wait_ns": 1_500_000_000, "get_waits": 2, "get_wait_ns": 250_000_000,
+}  # fmt: skip
+
+
+def test_record_from_header_fields() -> None:
+    record = _metrics.record(HEADER)
+    assert list(record) == list(_metrics.KEYS)
+    assert record == {
+        "queue_size": 3,
+        "queue_capacity": 8,
+        "queue_utilization_percent": 37.5,
+        "queue_item_size_bytes": 128,
+        "spare_slots": 2,
+        "total_puts": 13,
+        "total_gets": 10,
+        "bytes_in": 1300,
+        "bytes_out": 1000,
+        "high_water_mark": 5,
+        "put_waits": 1,
+        "put_wait_seconds": 1.5,
+        "get_waits": 2,
+        "get_wait_seconds": 0.25,
+    }
+
+
+@pytest.mark.parametrize(
+    ("head", "tail", "size"),
+    [(5, 5, 0), (5, 9, 4), (0, 8, 8), (0, 100, 8), (9, 5, 0)],
+    ids=["empty", "some", "full", "clamped to capacity", "clamped to 0"],
+)
+def test_queue_size_is_tail_minus_head_within_0_and_capacity(
+    head: int, tail: int, size: int
+) -> None:
+    h = {**HEADER, "head": head, "tail": tail}
+    assert _metrics.queue_size(h) == size == _metrics.record(h)["queue_size"]
+
+
+def test_header_view_reads_the_live_header_by_name() -> None:
+    hdr = memoryview(bytearray(L.HEADER_SIZE)).cast("Q")
+    try:
+        for i, index in enumerate(L.IDX.values()):
+            hdr[index] = 1000 + i
+        view = _metrics.HeaderView(hdr)
+        assert len(view) == len(L.IDX)
+        assert dict(view) == {name: 1000 + i for i, name in enumerate(L.IDX)}
+        hdr[L.IDX["tail"]] = 7
+        assert view["tail"] == 7  # read at lookup, not copied
+        with pytest.raises(KeyError):
+            view["name"]  # not an 8-byte field
+    finally:
+        hdr.release()
+
+
 # -- ls ----------------------------------------------------------------------------------------
 @pytest.fixture
 def three_modes(new_queue: Callable[..., SharedMemoryQueue]) -> list[SharedMemoryQueue]:
-    """A pickle queue 3/10 full, a raw queue 1/4 full and a full typed queue."""
-    pickled = new_queue("-pickle", run_id=RUN_ID, capacity=10, item_size=256)
+    """A pickle queue 3/10 full, a raw queue 1/4 full (3 spare slots) and a full typed queue
+    (1 spare slot)."""
+    pickled = new_queue("-pickle", run_id=RUN_ID, capacity=10, item_size=256, spare_slots=0)
     for i in range(3):
         pickled.put(i)
-    raw = new_queue("-raw", raw=True, capacity=4, item_size=1024)
+    raw = new_queue("-raw", raw=True, capacity=4, item_size=1024, spare_slots=3)
     raw.put(b"abc")
-    typed = new_queue("-typed", capacity=5, dtype=np.float32, shape=(2, 3))
+    typed = new_queue("-typed", capacity=5, dtype=np.float32, shape=(2, 3), spare_slots=1)
     for _ in range(5):
         typed.put(np.zeros((2, 3), np.float32))
     return [pickled, raw, typed]
@@ -176,20 +242,22 @@ def test_ls_table(three_modes: list[SharedMemoryQueue]) -> None:
     r = run_cli("ls")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0].split() == [
-        "NAME", "RUN_ID", "MODE", "CAPACITY", "ITEM_SIZE", "ITEMS", "USED%", "CREATOR", "BYTES",
+        "NAME", "RUN_ID", "MODE", "CAPACITY", "SPARE", "ITEM_SIZE", "ITEMS", "USED%", "CREATOR",
+        "BYTES",
     ]  # fmt: skip
     rows = {row["NAME"]: row for row in table(r.stdout)}
     pickled, raw, typed = three_modes
     expected = [
-        (pickled, RUN_ID, "pickle", "256", "3", "30.0"),
-        (raw, "-", "raw", "1024", "1", "25.0"),
-        (typed, "-", "typed", str(typed.item_size), "5", "100.0"),
+        (pickled, RUN_ID, "pickle", "0", "256", "3", "30.0"),
+        (raw, "-", "raw", "3", "1024", "1", "25.0"),
+        (typed, "-", "typed", "1", str(typed.item_size), "5", "100.0"),
     ]
-    for q, run_id, mode, item_size, items, used in expected:
+    for q, run_id, mode, spare, item_size, items, used in expected:
         row = rows[q.name]
         assert row["RUN_ID"] == run_id
         assert row["MODE"] == mode
         assert row["CAPACITY"] == str(q.capacity)
+        assert row["SPARE"] == spare
         assert row["ITEM_SIZE"] == item_size
         assert row["ITEMS"] == items
         assert row["USED%"] == used
@@ -201,20 +269,50 @@ def test_ls_json(three_modes: list[SharedMemoryQueue], capsys: pytest.CaptureFix
     code, out, _ = call(capsys, "ls", "--json")
     assert code == 0
     rows = {row["name"]: row for row in json.loads(out)}
-    for q, mode, size in zip(three_modes, ["pickle", "raw", "typed"], [3, 1, 5], strict=True):
+    spares = [0, 3, 1]
+    for q, mode, size, spare in zip(three_modes, ["pickle", "raw", "typed"], [3, 1, 5], spares,
+                                    strict=True):  # fmt: skip
         row = rows[q.name]
         base = base_name(q.name, q.run_id)
+        assert set(row) == set(_metrics.KEYS) | CLI_KEYS
         assert row["base"] == base
         assert row["run_id"] == q.run_id
         assert row["mode"] == mode
-        assert (row["capacity"], row["item_size"]) == (q.capacity, q.item_size)
-        assert row["queue_size"] == size
-        assert row["utilization_percent"] == round(100 * size / q.capacity, 1)
-        assert row["size"] == os.stat(os.path.join(SHM_DIR, base)).st_size
+        assert row["queue_capacity"] == q.capacity
+        assert row["queue_item_size_bytes"] == q.item_size
+        assert row["spare_slots"] == spare
+        assert row["queue_size"] == size == q.qsize()
+        assert row["queue_utilization_percent"] == 100 * size / q.capacity
+        assert row["total_puts"] == size
+        assert row["segment_bytes"] == os.stat(os.path.join(SHM_DIR, base)).st_size
         assert row["creator_pid"] == os.getpid()
         assert row["creator_alive"] is True
         assert row["users"] == [os.getpid()]
-        assert row["counters"]["puts"] == size
+
+
+def test_ls_selects_a_run_id(
+    new_queue: Callable[..., SharedMemoryQueue], capsys: pytest.CaptureFixture[str]
+) -> None:
+    mine = new_queue("-mine", run_id=RUN_ID)
+    other = new_queue("-other", run_id=OTHER_RUN_ID)
+    plain = new_queue("-plain")
+
+    def listed(*args: str) -> set[str]:
+        code, out, err = call(capsys, "ls", "--json", *args)
+        assert (code, err) == (0, "")
+        return {row["name"] for row in json.loads(out) if MARK in row["name"]}
+
+    assert listed() == {mine.name, other.name, plain.name}
+    assert listed("--run-id", RUN_ID) == {mine.name}
+    assert listed("--run-id", OTHER_RUN_ID) == {other.name}
+    assert listed("--run-id", "") == {plain.name}
+
+    r = run_cli("ls", "--run-id", RUN_ID)
+    assert r.returncode == 0, r.stderr
+    assert [row["NAME"] for row in table(r.stdout)] == [mine.name]
+    nobody = f"none{os.getpid()}"
+    assert call(capsys, "ls", "--run-id", nobody) == (0, f"no queues with run_id '{nobody}'\n", "")
+    assert call(capsys, "ls", "--json", "--run-id", nobody) == (0, "[]\n", "")
 
 
 def test_ls_without_queues(
@@ -249,7 +347,7 @@ def test_ls_survives_a_queue_unlinked_meanwhile(
 def test_stat_text_and_json(
     new_queue: Callable[..., SharedMemoryQueue], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    q = new_queue(run_id=RUN_ID, capacity=8, item_size=128)
+    q = new_queue(run_id=RUN_ID, capacity=8, item_size=128, spare_slots=2)
     for i in range(5):
         q.put(f"item {i}")
     q.get()
@@ -260,31 +358,24 @@ def test_stat_text_and_json(
     r = run_cli("stat", q.name, "--run-id", RUN_ID)
     assert r.returncode == 0, r.stderr
     text = dict(line.strip().split(": ", 1) for line in r.stdout.splitlines())
+    assert set(text) == set(_metrics.KEYS) | CLI_KEYS
     assert text["name"] == q.name
     assert text["run_id"] == RUN_ID
     assert text["mode"] == "pickle"
-    assert (text["capacity"], text["item_size"]) == ("8", "128")
+    assert (text["queue_capacity"], text["queue_item_size_bytes"]) == ("8", "128")
+    assert text["spare_slots"] == "2"
     assert text["queue_size"] == "3"
-    assert text["utilization_percent"] == "37.5"
+    assert text["queue_utilization_percent"] == "37.5"
+    assert (text["total_puts"], text["total_gets"], text["high_water_mark"]) == ("5", "2", "5")
     assert text["creator_pid"] == str(os.getpid())
     assert text["creator_alive"] == "True"
-    assert "'puts': 5, 'gets': 2," in text["counters"]
 
     code, out, _ = call(capsys, "stat", q.name, "--run-id", RUN_ID, "--json")
     assert code == 0
     row = json.loads(out)
-    assert row["queue_size"] == 3
-    assert row["utilization_percent"] == 37.5
     assert row["users"] == [os.getpid()]
-    assert row["counters"] == {
-        "puts": 5,
-        "gets": 2,
-        "bytes_in": metrics["bytes_in"],
-        "bytes_out": metrics["bytes_out"],
-        "high_water": 5,
-        "put_waits": 0,
-        "get_waits": 0,
-    }
+    assert {k: row[k] for k in metrics} == metrics  # same names, same values
+    assert metrics["queue_size"] == 3 and metrics["spare_slots"] == 2
 
 
 def test_stat_of_a_missing_queue(qname: str) -> None:
@@ -292,6 +383,89 @@ def test_stat_of_a_missing_queue(qname: str) -> None:
     assert r.returncode == 1
     assert r.stdout == ""
     assert r.stderr == f"shared-queue: no queue '{qname}' (run_id 'nope')\n"
+
+
+def test_the_record_has_get_metrics_keys_everywhere(
+    new_queue: Callable[..., SharedMemoryQueue], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """get_metrics(), stat --json, ls --json and stat --watch --json: one record."""
+    q = new_queue(run_id=RUN_ID, capacity=4)
+    q.put_batch(["a", "b", "c"])
+    q.get()
+    metrics = q.get_metrics()
+    assert set(metrics) == set(_metrics.KEYS)
+
+    code, out, _ = call(capsys, "stat", q.name, "--run-id", RUN_ID, "--json")
+    assert code == 0
+    stat = json.loads(out)
+    code, out, _ = call(capsys, "ls", "--json", "--run-id", RUN_ID)
+    assert code == 0
+    (listed,) = [row for row in json.loads(out) if row["name"] == q.name]
+    code, out, _ = call(
+        capsys, "stat", q.name, "--run-id", RUN_ID, "--watch", "--json",
+        "--count", "1", "--interval", "0.01",
+    )  # fmt: skip
+    assert code == 0
+    watched = json.loads(out)
+
+    assert set(stat) == set(metrics) | CLI_KEYS
+    assert set(listed) == set(stat)
+    assert set(watched) == set(stat) | RATES
+    for row in (stat, listed, watched):  # the queue is idle: the same values too
+        assert {k: row[k] for k in metrics} == metrics
+
+
+def test_cli_size_is_qsize_with_views_open(
+    new_queue: Callable[..., SharedMemoryQueue], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An open put_view is not an item yet and a held get_view no longer one, for both."""
+    q = new_queue(raw=True, capacity=4, item_size=256, spare_slots=2)
+    q.put_batch([b"1", b"2", b"3"])
+
+    def cli_size() -> int:
+        code, out, _ = call(capsys, "stat", q.name, "--json")
+        assert code == 0
+        size: int = json.loads(out)["queue_size"]
+        return size
+
+    with q.put_view(8, np.uint8) as arr:
+        arr[:] = 0
+        assert cli_size() == q.qsize() == 3
+    assert cli_size() == q.qsize() == 4
+    with q.get_view() as held:
+        assert cli_size() == q.qsize() == 3
+    assert held.nbytes == 1  # still held after the block
+    assert cli_size() == q.qsize() == 3
+
+
+def test_stat_names_the_run_id_that_has_the_queue(
+    new_queue: Callable[..., SharedMemoryQueue], qname: str
+) -> None:
+    new_queue(run_id=RUN_ID)
+    r = run_cli("stat", qname)
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr == (
+        f"shared-queue: no queue '{qname}'; a queue '{qname}' exists with run_id '{RUN_ID}'"
+        f" (use --run-id {RUN_ID})\n"
+    )
+    r = run_cli("stat", qname, "--run-id", RUN_ID)
+    assert r.returncode == 0, r.stderr
+
+
+def test_stat_names_every_run_id_that_has_the_queue(
+    new_queue: Callable[..., SharedMemoryQueue], qname: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    new_queue()
+    assert call(capsys, "stat", qname, "--run-id", RUN_ID) == (1, "", (
+        f"shared-queue: no queue '{qname}' (run_id '{RUN_ID}'); a queue '{qname}' exists"
+        " without a run_id (leave out --run-id)\n"
+    ))  # fmt: skip
+    new_queue(run_id=OTHER_RUN_ID)
+    new_queue(run_id=RUN_ID)
+    assert call(capsys, "stat", qname, "--run-id", "nope") == (1, "", (
+        f"shared-queue: no queue '{qname}' (run_id 'nope'); queues '{qname}' exist with run_ids"
+        f" '', '{RUN_ID}', '{OTHER_RUN_ID}' (use --run-id ID)\n"
+    ))  # fmt: skip
 
 
 _WATCH_LINE = re.compile(
@@ -342,7 +516,11 @@ def test_stat_watch_json_of_an_idle_queue(
     )  # fmt: skip
     assert code == 0
     rows = [json.loads(line) for line in out.splitlines()]
-    assert rows == [{"queue_size": 2, "puts_per_s": 0.0, "gets_per_s": 0.0}] * 2
+    assert len(rows) == 2
+    for row in rows:
+        assert set(row) == set(_metrics.KEYS) | CLI_KEYS | RATES
+        assert (row["queue_size"], row["total_puts"], row["total_gets"]) == (2, 2, 0)
+        assert (row["puts_per_s"], row["gets_per_s"]) == (0.0, 0.0)
 
 
 # -- rm ----------------------------------------------------------------------------------------
@@ -387,6 +565,22 @@ def test_rm_of_a_missing_queue_fails_cleanly(qname: str) -> None:
     assert r.returncode == 1
     assert r.stdout == ""
     assert r.stderr == f"shared-queue: no queue '{qname}'\n"
+
+
+def test_rm_names_the_run_id_that_has_the_queue(
+    new_queue: Callable[..., SharedMemoryQueue], qname: str
+) -> None:
+    q = new_queue(run_id=RUN_ID)
+    made = entries(base_name(qname, RUN_ID))
+    r = run_cli("rm", qname)
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr == (
+        f"shared-queue: no queue '{qname}'; a queue '{qname}' exists with run_id '{RUN_ID}'"
+        f" (use --run-id {RUN_ID})\n"
+    )
+    assert entries(base_name(qname, RUN_ID)) == made  # nothing removed
+    q.put("still there")
+    assert q.get(timeout=TIMEOUT) == "still there"
 
 
 def test_rm_leaves_a_foreign_file_of_a_queue_name(
@@ -527,6 +721,49 @@ def test_gc_removes_leftovers_and_spares_what_is_in_use(
             Path(SHM_DIR, entry).unlink(missing_ok=True)
 
 
+@pytest.mark.usefixtures("gc_ours")
+def test_gc_run_id_collects_only_that_namespace(
+    qname: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kill(start_creator(qname, RUN_ID))
+    kill(start_creator(qname, OTHER_RUN_ID))
+    kill(start_creator(qname, ""))
+    mine, other, plain = (base_name(qname, r) for r in (RUN_ID, OTHER_RUN_ID, ""))
+    # A semaphore of no queue, in RUN_ID's namespace.
+    orphan_base = base_name(qname + "-gone", RUN_ID)
+    posix_ipc.Semaphore(f"/{orphan_base}.{7:016x}.free", posix_ipc.O_CREX).close()
+    orphan = f"sem.{orphan_base}.{7:016x}.free"
+    try:
+        made = {base: entries(base) for base in (mine, other, plain)}
+        assert all(len(e) == 4 for e in made.values()), made
+
+        r = run_cli("gc", "--dry-run", "--run-id", RUN_ID)  # the young orphan is spared here
+        assert r.returncode == 0, r.stderr
+        assert [line for line in r.stdout.splitlines() if MARK in line] == [
+            f"would remove /dev/shm/{mine}: {DEAD}"
+        ]
+
+        code, out, _ = call(capsys, "gc", "--run-id", RUN_ID)
+        assert code == 0
+        assert sorted(out.splitlines()) == sorted([
+            f"removed /dev/shm/{mine}: {DEAD}",
+            f"removed /dev/shm/{orphan}: semaphore of no existing queue",
+        ])  # fmt: skip
+        assert entries(mine) == set() and entries(orphan_base) == set()
+        assert entries(other) == made[other] and entries(plain) == made[plain]
+
+        code, out, _ = call(capsys, "gc", "--json", "--run-id", "")
+        assert (code, json.loads(out)) == (
+            0, {"dry_run": False, "entries": [{"entry": plain, "reason": DEAD}]}
+        )  # fmt: skip
+        assert entries(plain) == set() and entries(other) == made[other]
+        assert call(capsys, "gc", "--run-id", RUN_ID) == (0, "nothing to collect\n", "")
+    finally:
+        for run_id in (RUN_ID, OTHER_RUN_ID, ""):
+            remove_queue(qname, run_id)
+        remove_queue(qname + "-gone", RUN_ID)
+
+
 def test_gc_spares_young_leftovers(qname: str) -> None:
     base = base_name(qname, "")
     posix_ipc.Semaphore(f"/{base}.{3:016x}.free", posix_ipc.O_CREX).close()
@@ -585,6 +822,51 @@ def test_gc_collects_the_queue_of_a_zombie_creator(qname: str) -> None:
         remove_queue(qname, RUN_ID)
 
 
+# -- bench -------------------------------------------------------------------------------------
+def test_bench_help_says_its_flags_are_bench_py_s() -> None:
+    r = run_cli("bench", "--help")
+    assert r.returncode == 0, r.stderr
+    ours, _, theirs = r.stdout.partition("\nusage: bench.py")
+    assert ours.startswith("usage: shared-queue bench [BENCH.PY ARGUMENTS ...]\n")
+    assert "every argument goes to it unchanged" in ours
+    assert "With no arguments it is a quick run, `bench.py --quick`" in ours
+    for flag in ("--quick", "--section", "--repeats", "--json"):  # bench.py's own help
+        assert flag in theirs, flag
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--quick", "--bogus"], 2, "bench.py: error: unrecognized arguments: --bogus"),
+        (["--quick", "--section", "nope"], 1, "unknown --section 'nope'"),
+    ],
+)
+def test_bench_passes_its_arguments_to_bench_py(args: list[str], code: int, message: str) -> None:
+    """Errors that only bench.py can report, with its exit status: the flags reached it."""
+    r = run_cli("bench", *args)
+    assert r.returncode == code, r.stderr
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_bench_without_arguments_is_a_quick_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[list[str]] = []
+
+    class Proc:  # what a run of bench.py would be, without running it
+        def __init__(self, argv: list[str]) -> None:
+            started.append(argv)
+
+        def wait(self) -> int:
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", Proc)  # restored when the test ends
+    script = str(ROOT / "benchmarks" / "bench.py")
+    assert cli.main(["bench"]) == 0
+    assert cli.main(["bench", "--section", "arrays"]) == 0
+    assert started == [[sys.executable, script, "--quick"],
+                       [sys.executable, script, "--section", "arrays"]]  # fmt: skip
+
+
 # -- demo, usage -------------------------------------------------------------------------------
 def test_demo() -> None:
     proc = subprocess.Popen(
@@ -627,7 +909,11 @@ BAD_USAGE = [
     ["stat"],
     ["rm"],
     ["ls", "--bogus"],
+    ["ls", "extra"],
+    ["ls", "--run-id"],
+    ["stat", "q", "--quick"],
     ["gc", "extra"],
+    ["gc", "--run-id"],
     ["stat", "q", "--interval", "soon"],
     ["stat", "q", "--count", "2.5"],
 ]

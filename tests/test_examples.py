@@ -1,31 +1,32 @@
-"""Every script in examples/ runs, prints what it promises, and leaves /dev/shm as it found it.
+"""Every script in examples/, and every whole program in the docs, runs, prints what it
+promises, and leaves /dev/shm as it found it.
 
-Each example runs as ``python examples/NAME.py`` in a subprocess. Its queues live under a
-run_id; the check for leftovers looks only at /dev/shm entries of that run_id (the queue
-``sq<len>-<run_id>-<name>`` and its ``sem.`` semaphores), so queues that concurrent test runs
-create meanwhile do not count.
+Each runs as ``python FILE`` in a subprocess of its own session, killed with its children if it
+outlives TIMEOUT. A program names its queues under ``run_id = f"<word>_{os.getpid()}"``, so
+concurrent runs never collide; the check for leftovers looks only at /dev/shm entries of that
+run_id, and removes any it finds. The README's quick start is examples/quickstart.py, verbatim.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
+import signal
 import subprocess
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 
-from shared_queue._segment import SHM_DIR
+from shared_queue._names import SHM_DIR, parse_entry, run_id_prefix
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-TIMEOUT = 120  # seconds; the examples take a few
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+TIMEOUT = 120  # seconds; the programs take a few
 
 
 class Example(NamedTuple):
@@ -90,20 +91,13 @@ def _async_consumer(out: str) -> None:
 
 
 CASES = {
-    # quickstart.py uses a fixed run_id, as the original quick start does.
-    "quickstart": Example("task_processor", _quickstart),
+    "quickstart": Example("quickstart_{pid}", _quickstart),
     "worker_pool": Example("worker_pool_{pid}", _worker_pool),
     "numpy_stream": Example("numpy_stream_{pid}", _numpy_stream),
     "events": Example("events_{pid}", _events),
     "batch_ingest": Example("batch_ingest_{pid}", _batch_ingest),
     "async_consumer": Example("async_demo_{pid}", _async_consumer),
 }
-
-
-def _entries_of(run_id: str) -> set[str]:
-    # base_name(): "sq<len(run_id)>-<run_id>-<name>"; semaphores are "sem.<base>.<nonce>.<kind>".
-    prefix = f"sq{len(run_id)}-{run_id}-"
-    return {e for e in os.listdir(SHM_DIR) if e.startswith((prefix, "sem." + prefix))}
 
 
 def test_every_example_is_tested() -> None:
@@ -117,47 +111,115 @@ def test_run_id_matches_the_example(name: str) -> None:
     assert re.search(rf"\brun_id\b.*{re.escape(fixed_part)}", (EXAMPLES / f"{name}.py").read_text())
 
 
-@contextlib.contextmanager
-def _exclusive(run_id: str) -> Iterator[None]:
-    """Hold a lock that other test runs take before running an example of this fixed run_id.
-
-    Two runs of quickstart.py at once collide on its queue's name (FileExistsError), and each
-    would count the other's queue as a leftover. Waiting is bounded by the holder's TIMEOUT.
-    """
-    with open(Path(tempfile.gettempdir(), f"shared_queue-example-{run_id}.lock"), "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield  # closing f releases the lock
-
-
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_example_runs(name: str) -> None:
     case = CASES[name]
-    fixed = "{pid}" not in case.run_id
-    with _exclusive(case.run_id) if fixed else contextlib.nullcontext():
-        _run(name, case, fixed)
+    out = _run(EXAMPLES / f"{name}.py", case.run_id)
+    case.check(out)
 
 
-def _run(name: str, case: Example, fixed: bool) -> None:
-    before = _entries_of(case.run_id) if fixed else set()
+# -- code in the docs -----------------------------------------------------------------------
+
+
+class Block(NamedTuple):
+    doc: Path
+    line: int  # of the opening fence
+    heading: str  # the last "## " heading above it
+    code: str
+
+
+def _python_blocks(doc: Path) -> list[Block]:
+    """The ```python blocks of a Markdown file (those at the start of a line)."""
+    text = doc.read_text()
+    blocks = []
+    for m in re.finditer(r"^```python\n(.*?)^```$", text, re.M | re.S):
+        above = text[: m.start()]
+        headings = re.findall(r"^## (.*)$", above, re.M)
+        blocks.append(Block(doc, above.count("\n") + 1, headings[-1] if headings else "", m[1]))
+    return blocks
+
+
+def _programs() -> list[Block]:
+    """The blocks that are whole programs: they end in a ``__main__`` guard. The others are
+    fragments, shown for one call or one pattern."""
+    return [b for d in DOCS for b in _python_blocks(d) if 'if __name__ == "__main__":' in b.code]
+
+
+PROGRAMS = _programs()
+
+
+def _block_id(block: Block) -> str:
+    return f"{block.doc.relative_to(ROOT)}:{block.line}"
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/index.md"])
+def test_quick_start_is_the_example(doc: str) -> None:
+    """The Quick start shown is examples/quickstart.py, which test_example_runs runs."""
+    shown = [b.code for b in _python_blocks(ROOT / doc) if b.heading == "Quick start"]
+    assert shown == [(EXAMPLES / "quickstart.py").read_text()]
+
+
+def test_docs_have_programs() -> None:
+    # The rule that picks the programs must not silently pick none.
+    found = {str(b.doc.relative_to(ROOT)) for b in PROGRAMS}
+    assert {"README.md", "docs/index.md", "docs/guide.md"} <= found
+
+
+@pytest.mark.parametrize("block", PROGRAMS, ids=_block_id)
+def test_program_in_the_docs_runs(block: Block, tmp_path: Path) -> None:
+    """A whole program shown in the docs runs to success, and cleans up after itself."""
+    m = re.search(r'\brun_id = f"(\w+)_\{os\.getpid\(\)\}"', block.code)
+    assert m, 'name the queues under run_id = f"<word>_{os.getpid()}", so runs do not collide'
+    script = tmp_path / f"{block.doc.stem}_{block.line}.py"
+    script.write_text(block.code)
+    _run(script, m[1] + "_{pid}")
+
+
+# -- running a program ----------------------------------------------------------------------
+
+
+def _entries_of(run_id: str) -> set[str]:
+    """The /dev/shm entries of the queues of namespace ``run_id``."""
+    prefix = run_id_prefix(run_id)
+    return {
+        e
+        for e in os.listdir(SHM_DIR)
+        if (parsed := parse_entry(e)) is not None and parsed.base.startswith(prefix)
+    }
+
+
+def _run(script: Path, run_id: str) -> str:
+    """Run ``script`` to completion within TIMEOUT; return its stdout.
+
+    ``run_id`` is its queues' run_id, with ``{pid}`` for the script's process id; whatever
+    the script leaves under it is removed, then reported as a failure.
+    """
     # Unbuffered output (PYTHONUNBUFFERED, set on CI machines) writes a print's text and its
     # newline separately, so lines of the examples' several processes would interleave.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     proc = subprocess.Popen(
-        [sys.executable, str(EXAMPLES / f"{name}.py")],
+        [sys.executable, str(script)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its own process group: its workers are killed with it
     )
     try:
         out, err = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{script.name} did not finish in {TIMEOUT} s\nstdout:\n{out}\nstderr:\n{err}")
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        with contextlib.suppress(ProcessLookupError):  # workers it left running
+            os.killpg(proc.pid, signal.SIGKILL)
+        leaked = _entries_of(run_id.format(pid=proc.pid))
+        for entry in leaked:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(SHM_DIR, entry))
     assert proc.returncode == 0, f"exit code {proc.returncode}\nstdout:\n{out}\nstderr:\n{err}"
     assert "Traceback" not in err, err
-    case.check(out)
-    leaked = _entries_of(case.run_id.format(pid=proc.pid)) - before
-    assert not leaked, f"{name}.py left {sorted(leaked)} in {SHM_DIR}"
+    assert not leaked, f"{script.name} left {sorted(leaked)} in {SHM_DIR}"
+    return out

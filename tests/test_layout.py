@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from shared_queue import _layout as L
-from shared_queue._segment import MAX_BASE, base_name
+from shared_queue._names import MAX_BASE, base_name
 
 # The header as the diagram at the top of _layout.py draws it: name -> (offset, dtype).
 EXPECTED_HEADER = {

@@ -19,6 +19,7 @@ import cloudpickle
 import numpy as np
 import posix_ipc
 import pytest
+from _support import TIMEOUT, drain, remove_queue, wait_blocked
 
 from shared_queue import Empty, Full, IncompatibleQueueError, SharedMemoryQueue, _segment
 from shared_queue import _layout as L
@@ -26,11 +27,10 @@ from shared_queue._segment import SHM_DIR, base_name
 
 MakeQueue = Callable[..., SharedMemoryQueue]
 
-TIMEOUT = 40  # seconds; only reached on a deadlock
 IMMEDIATE = 0.1  # a call that must not wait returns within this (scheduling slack)
 EARLY = 0.010  # a timed wait may end this much before its timeout (clock granularity)
 LATE = 0.5  # ... and this much after it (scheduling slack on a loaded machine)
-DELAY = 0.2  # how long a helper thread waits before unblocking the caller
+DELAY = 0.2  # how long a helper thread lets the blocked caller wait before unblocking it
 PROTOCOL = 5  # the pickle protocol of the library's serializer
 
 
@@ -57,25 +57,21 @@ def psize(item: Any) -> int:
     return len(pickle.dumps(item, protocol=PROTOCOL))
 
 
-def drain(q: SharedMemoryQueue) -> list[Any]:
-    out = []
-    while True:
-        try:
-            out.append(q.get_nowait())
-        except Empty:
-            return out
-
-
 class Later:
-    """Run ``fn`` in a thread after ``delay`` seconds; ``join`` re-raises its exception."""
+    """Run ``fn`` in a thread once a call waits on ``q``'s queue and ``delay`` more seconds
+    passed; ``join`` re-raises its exception.
 
-    def __init__(self, fn: Callable[[], Any], delay: float = DELAY) -> None:
+    So the blocked call, started after this, provably waited at least ``delay``.
+    """
+
+    def __init__(self, q: SharedMemoryQueue, fn: Callable[[], Any], delay: float = DELAY) -> None:
         self.result: Any = None
         self.error: BaseException | None = None
 
         def run() -> None:
-            time.sleep(delay)
             try:
+                wait_blocked(q)
+                time.sleep(delay)
                 self.result = fn()
             except BaseException as exc:  # re-raised in join()
                 self.error = exc
@@ -144,8 +140,6 @@ def unpickle_msg(name: str) -> str:
 @pytest.fixture
 def extra_names(request: pytest.FixtureRequest) -> Iterator[list[tuple[str, str]]]:
     """(name, run_id) pairs a test creates outside ``qname``; removed afterwards."""
-    from conftest import remove_queue
-
     names: list[tuple[str, str]] = []
     yield names
     for name, run_id in names:
@@ -198,7 +192,10 @@ def test_existing_name_on_create_raises_file_exists(make_queue: MakeQueue, qname
     q = make_queue(capacity=2, item_size=64)
     before = entries_of(qname)
     assert len(before) == 4  # segment + three semaphores
-    pattern = rf"^queue '{esc(qname)}' already exists \({esc(path_of(qname))}\)$"
+    pattern = (
+        rf"^queue '{esc(qname)}' already exists \({esc(path_of(qname))}\); .* "
+        rf"`python -m shared_queue rm {esc(qname)}` .* `python -m shared_queue gc`$"
+    )
     with pytest.raises(FileExistsError, match=pattern):
         make_queue(capacity=9, item_size=9)
     assert entries_of(qname) == before  # nothing added, nothing removed
@@ -397,7 +394,7 @@ def test_put_batch_waits_for_room_for_the_whole_batch(make_queue: MakeQueue) -> 
     other = make_queue(create=False)
     q.put_batch([1, 2, 3])
     # Room for one now; the consumer frees a second slot later.
-    helper = Later(other.get)
+    helper = Later(q, other.get)
     elapsed, exc = timed(lambda: q.put_batch([4, 5], timeout=TIMEOUT))
     assert exc is None
     assert elapsed >= DELAY - EARLY, "put_batch did not wait for room for the whole batch"
@@ -457,7 +454,7 @@ def test_get_batch_returns_between_one_and_max_items(make_queue: MakeQueue) -> N
 def test_get_batch_waits_for_the_first_item(make_queue: MakeQueue) -> None:
     q = make_queue(capacity=4, item_size=64)
     other = make_queue(create=False)
-    helper = Later(lambda: other.put("late"))
+    helper = Later(q, lambda: other.put("late"))
     elapsed, got = timed(lambda: q.get_batch(4, timeout=TIMEOUT))
     helper.join()
     assert got == ["late"]
@@ -563,7 +560,7 @@ def test_blocking_get_returns_when_an_item_arrives(
 ) -> None:
     q = make_queue(capacity=2, item_size=64)
     other = make_queue(create=False)
-    helper = Later(lambda: other.put("late"))
+    helper = Later(q, lambda: other.put("late"))
     elapsed, got = bounded(lambda: q.get(timeout=timeout))
     helper.join()
     assert got == "late"
@@ -578,7 +575,7 @@ def test_blocking_put_returns_when_a_slot_frees(
     q = make_queue(capacity=2, item_size=64)
     other = make_queue(create=False)
     q.put_batch(["a", "b"])
-    helper = Later(other.get)
+    helper = Later(q, other.get)
     elapsed, exc = bounded(lambda: q.put("c", timeout=timeout))
     assert exc is None
     assert helper.join() == "a"
@@ -1044,7 +1041,7 @@ def test_metrics_count_puts_gets_bytes_and_high_water(make_queue: MakeQueue) -> 
 def test_metrics_count_a_get_that_waited(make_queue: MakeQueue) -> None:
     q = make_queue(capacity=2, item_size=64)
     other = make_queue(create=False)
-    helper = Later(lambda: other.put("late"))
+    helper = Later(q, lambda: other.put("late"))
     assert q.get(timeout=TIMEOUT) == "late"
     helper.join()
     m = q.get_metrics()
@@ -1057,7 +1054,7 @@ def test_metrics_count_a_put_that_waited(make_queue: MakeQueue) -> None:
     q = make_queue(capacity=1, item_size=64)
     other = make_queue(create=False)
     q.put("a")
-    helper = Later(other.get)
+    helper = Later(q, other.get)
     q.put("b", timeout=TIMEOUT)
     assert helper.join() == "a"
     m = q.get_metrics()
@@ -1224,7 +1221,8 @@ def test_failed_semaphore_creation_leaves_nothing(
 )
 def test_attaching_to_a_foreign_file_raises_incompatible(qname: str, content: bytes) -> None:
     path = path_of(qname)
-    with open(path, "xb") as f:
+    # 0600 as a queue's own: a file open to others is refused before its content is read.
+    with open(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600), "wb") as f:
         f.write(content)
     fds_before = len(os.listdir("/proc/self/fd"))
     if len(content) < L.HEADER_SIZE:

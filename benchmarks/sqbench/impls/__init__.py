@@ -1,0 +1,57 @@
+"""The implementations compared, one module each, and the columns they give.
+
+- ``base.py``: the adapter (``Impl``, ``Ops``) the workloads program against.
+- ``sharedqueue.py``: shared_queue in every mode (pickle, raw, typed, get_view) and variant.
+- ``mpqueue.py``: ``multiprocessing.Queue``, the baseline of the ratios.
+- ``fasterfifo.py``: faster-fifo.
+- ``pyzmq.py``: pyzmq PUSH/PULL over ``ipc://``.
+- ``nosafety.py``: the unsafe-mutex baseline (shared_queue with its crash-safe locks patched
+  out, benchmark-only) for the safety section.
+- ``posix_sem.py``: bare posix_ipc semaphores, the floor under the latency rows (no queue).
+"""
+
+from __future__ import annotations
+
+from .base import Impl
+from .fasterfifo import FasterFifoImpl
+from .mpqueue import MpQueueImpl
+from .pyzmq import ZmqImpl
+from .sharedqueue import SharedQueueImpl
+
+IMPL_KEYS = ("sq", "mp", "ff", "zmq")  # --impl names, in column order
+
+
+def build_impls(keys: list[str], variants: list[dict]) -> list[Impl]:
+    """Every implementation column any workload may want, in column order."""
+    impls: list[Impl] = []
+    for key in keys:
+        if key == "sq":
+            impls += [
+                SharedQueueImpl(mode="raw", roles=frozenset({"raw"})),
+                SharedQueueImpl(mode="typed", roles=frozenset({"typed"})),
+                SharedQueueImpl(mode="view", roles=frozenset({"typed"})),
+            ]
+            if variants:
+                impls += [SharedQueueImpl(v) for v in variants]
+                impls.append(SharedQueueImpl(roles=frozenset({"safety"})))
+            else:
+                impls.append(SharedQueueImpl(roles=frozenset({"base", "safety"})))
+            impls += [
+                SharedQueueImpl(locks="shim", roles=frozenset({"safety"})),
+                SharedQueueImpl(locks="nosafety", roles=frozenset({"safety"})),
+            ]
+        elif key == "mp":
+            impls.append(MpQueueImpl())
+        elif key == "ff":
+            impls.append(FasterFifoImpl())
+        elif key == "zmq":
+            impls.append(ZmqImpl())
+        else:
+            raise SystemExit(f"unknown --impl {key!r} (choose from {', '.join(IMPL_KEYS)})")
+    unique: dict[str, Impl] = {}
+    for impl in impls:  # e.g. --variant nosafety is also the safety section's column
+        if impl.label in unique:
+            unique[impl.label].roles |= impl.roles
+        else:
+            unique[impl.label] = impl
+    return list(unique.values())
