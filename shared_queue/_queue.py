@@ -18,7 +18,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from fcntl import fcntl
 from typing import Any, ClassVar, cast
 
 import numpy as np
@@ -32,15 +31,15 @@ from ._errors import Empty, Full
 from ._names import describe
 from ._segment import SEM_VALUE_MAX, Segment
 from ._serialize import Parts, PickleCodec, RawCodec, descriptor, payload_size
-from ._sync import SETLK as _SETLK
-from ._sync import SETLKW as _SETLKW
 
-_TAIL, _PUTS, _BYTES_IN = L.IDX["tail"], L.IDX["puts"], L.IDX["bytes_in"]
-_PUT_WAITS, _PUT_WAIT_NS, _HIGH = L.IDX["put_waits"], L.IDX["put_wait_ns"], L.IDX["high_water"]
-_HEAD, _GETS, _BYTES_OUT = L.IDX["head"], L.IDX["gets"], L.IDX["bytes_out"]
+_TAIL, _HEAD, _RESERVED = L.IDX["tail"], L.IDX["head"], L.IDX["reserved"]
+_ROOM_WAIT, _SWEEP = L.IDX["room_wait_until"], L.IDX["sweep"]
+_PUTS, _BYTES_IN, _HIGH = L.IDX["puts"], L.IDX["bytes_in"], L.IDX["high_water"]
+_PUT_WAITS, _PUT_WAIT_NS = L.IDX["put_waits"], L.IDX["put_wait_ns"]
+_GETS, _BYTES_OUT = L.IDX["gets"], L.IDX["bytes_out"]
 _GET_WAITS, _GET_WAIT_NS = L.IDX["get_waits"], L.IDX["get_wait_ns"]
-_BATCH_WAIT = L.IDX["batch_wait_until"]
-_COMMITTED, _FREED = L.IDX["committed"], L.IDX["freed"]
+_PRODUCER = _sync.LOCK_OPS[_sync.PRODUCER_LOCK]
+_CONSUMER = _sync.LOCK_OPS[_sync.CONSUMER_LOCK]
 
 DEFAULT_RECOVERY_INTERVAL = 1.0
 
@@ -75,6 +74,20 @@ def _typed_slots(
     return dt, dims
 
 
+def _check_mode(
+    label: str, seg: Segment, raw: bool, typed: tuple[np.dtype[Any], tuple[int, ...]] | None
+) -> None:
+    """Refuse an attach whose ``raw``/``dtype``/``shape`` contradict the queue's header."""
+    have = "pickle" if not seg.raw else "raw" if seg.dtype is None else "typed"
+    if typed is not None and (seg.dtype, seg.shape) != typed:
+        want = f"typed ({typed[0]} of shape {typed[1]})"
+        if have == "typed":
+            have = f"typed ({seg.dtype} of shape {seg.shape})"
+        raise ValueError(f"queue {label} is {have}, not {want}")
+    if raw and not seg.raw:
+        raise ValueError(f"queue {label} is pickle, not raw (attach without raw=True)")
+
+
 def _reattach(name: str, run_id: str, recovery_interval: float) -> SharedMemoryQueue:
     return SharedMemoryQueue(name, run_id=run_id, recovery_interval=recovery_interval)
 
@@ -97,10 +110,13 @@ class SharedMemoryQueue:
         dtype: With ``shape``, create a typed raw queue whose every item is an array of
             this dtype and shape; item_size is derived from them.
         shape: The shape of a typed raw queue's items (see ``dtype``).
+        spare_slots: Slots beyond ``capacity`` for zero-copy views to hold, used only when
+            creating; default 2 for raw queues, 0 otherwise (see docs/raw-mode.md).
 
     Raises:
         TypeError: A name, capacity or item_size of the wrong type.
-        ValueError: A bad name, or capacity or item_size out of range.
+        ValueError: A bad name, capacity, item_size or spare_slots out of range, or (when
+            attaching) ``raw``, ``dtype`` or ``shape`` that contradict the queue's.
         FileExistsError: ``create=True`` and the queue exists.
         FileNotFoundError: ``create=False`` and the queue does not exist.
         IncompatibleQueueError: The name refers to a segment this version cannot read.
@@ -122,6 +138,7 @@ class SharedMemoryQueue:
         raw: bool = False,
         dtype: npt.DTypeLike | None = None,
         shape: tuple[int, ...] | int | None = None,
+        spare_slots: int | None = None,
     ) -> None:
         if not recovery_interval > 0:
             raise ValueError(f"recovery_interval must be positive, got {recovery_interval}")
@@ -129,15 +146,25 @@ class SharedMemoryQueue:
         self._run_id = run_id
         self._recovery_interval = float(recovery_interval)
         self._label = describe(name, run_id)
+        typed = _typed_slots(self._label, dtype, shape)
         if create:
             _positive_int("capacity", capacity, SEM_VALUE_MAX)
-            typed = _typed_slots(self._label, dtype, shape)
             if typed is not None:
                 item_size = len(descriptor(*typed)) + typed[0].itemsize * math.prod(typed[1])
-            _positive_int("item_size", item_size, 2**32 - 1)
-            seg = Segment.create(name, run_id, capacity, item_size, raw or typed is not None, typed)
+            raw = raw or typed is not None
+            _positive_int("item_size", item_size, L.MAX_ITEM_SIZE)
+            if spare_slots is None:
+                spare_slots = L.default_spare_slots(raw)
+            elif spare_slots != 0:
+                _positive_int("spare_slots", spare_slots, SEM_VALUE_MAX - capacity)
+            seg = Segment.create(name, run_id, capacity, item_size, raw, typed, spare_slots)
         else:
             seg = Segment.attach(name, run_id)
+            try:
+                _check_mode(self._label, seg, raw, typed)
+            except BaseException:
+                seg.close()
+                raise
         self._seg: Segment | None = seg
         self._capacity = seg.capacity
         self._item_size = seg.item_size
@@ -262,24 +289,30 @@ class SharedMemoryQueue:
     ) -> Iterator[np.ndarray[Any, Any]]:
         """Take the item at the head and yield a read-only array that views its slot.
 
-        The item leaves the queue at once, as with ``get``. Its slot goes back to the
-        producers when the array and every array derived from it are gone; an array kept
-        past the with-block keeps its slot, so it never shows another item's data. Slots are
-        reused in order, so a kept array also holds back the reuse of the slots after it.
+        The item leaves the queue at once, as with ``get``, and its ring entry is free for
+        the next put. Its slot goes back to the pool when the array and every array derived
+        from it are gone: an array kept past the with-block keeps its slot, so it never shows
+        another item's data, and holds nothing else back. Up to ``spare_slots`` arrays (of
+        all processes) may be kept at once without taking room from queued items.
 
         Raises:
             Empty: No item arrived within ``timeout`` (or at once if not ``block``).
             TypeError: The queue is not raw.
+            ValueError: The item's descriptor is corrupt (the item is consumed).
         """
         seg = self._raw_segment("get_view")
         out: list[int] = []
-        if not self._transfer(False, 1, block, timeout, _ring.claim_get, out, 1):
+        if not self._transfer(False, _ring.claim_get, out, 1, 1, block, timeout):
             raise Empty(f"queue {self._label} is empty")
-        slot = out[0]
+        off = out[0]
         codec = cast(RawCodec, self._codec)
-        arr = codec.view(seg.buf, slot + L.BLOB_OFFSET, seg.u32[slot >> 2])
         seg.view_opened()
-        weakref.finalize(arr, _release_view, seg, slot, False, os.getpid())
+        try:
+            arr = codec.view(seg.buf, off + L.BLOB_OFFSET, seg.u32[off >> 2])
+        except BaseException:
+            _release_view(seg, off, False, os.getpid())
+            raise
+        weakref.finalize(arr, _release_view, seg, off, False, os.getpid())
         yield arr
 
     @contextlib.contextmanager
@@ -292,10 +325,12 @@ class SharedMemoryQueue:
     ) -> Iterator[np.ndarray[Any, Any]]:
         """Yield a writable array in a free slot; it is put when the with-block exits.
 
-        ``shape`` and ``dtype`` default to a typed queue's. If the block raises, the item is
-        discarded (its slot stays taken until consumers pass it). After the block the array is
-        read-only, and its slot is not reused while the array (or one derived from it) lives;
-        arrays derived from it inside the block stay writable, so do not keep those.
+        ``shape`` and ``dtype`` default to a typed queue's. The slot's ring entry is reserved
+        from the start, so the exit never waits; items are queued in the order their blocks
+        exit. If the block raises, the item is discarded and its ring entry given back. After
+        the block the array is read-only, and its slot is not reused while the array (or one
+        derived from it) lives; arrays derived from it inside the block stay writable, so do
+        not keep those.
 
         Raises:
             Full: No slot freed up within ``timeout`` (or at once if not ``block``).
@@ -321,9 +356,10 @@ class SharedMemoryQueue:
                 f"{self._label} (create it with a larger item_size)"
             )
         out: list[int] = []
-        if not self._transfer(True, 1, block, timeout, _ring.claim_put, out, 1):
+        if not self._transfer(True, _ring.claim_put, out, 1, 1, block, timeout):
             raise Full(f"queue {self._label} is full (capacity={self._capacity})")
-        blob = out[0] + L.BLOB_OFFSET
+        off = out[0]
+        blob = off + L.BLOB_OFFSET
         arr: np.ndarray[Any, Any] = np.ndarray(dims, dt, buffer=seg.buf, offset=blob + len(desc))
         ok = False
         try:
@@ -332,10 +368,21 @@ class SharedMemoryQueue:
         finally:
             if ok:
                 seg.buf[blob : blob + len(desc)] = desc
-            self._under_lock(seg, True, _ring.publish, out[0], size, ok)
+            fd = seg.fd()
+            _sync.lock(fd, _PRODUCER[0], None)
+            try:
+                items, entries = _ring.publish(seg, off, size, ok)
+            finally:
+                _sync.unlock(fd, _PRODUCER[1])
+            for _ in range(items):
+                seg.fill.release()
+            for _ in range(entries):
+                seg.free.release()
+            if entries and seg.hdr[_ROOM_WAIT]:
+                _wake_batch(seg.hdr, seg.room)
             arr.flags.writeable = False
             seg.view_opened()
-            weakref.finalize(arr, _release_view, seg, out[0], True, os.getpid())
+            weakref.finalize(arr, _release_view, seg, off, True, os.getpid())
 
     def _raw_segment(self, what: str) -> Segment:
         seg = self._segment()
@@ -345,20 +392,6 @@ class SharedMemoryQueue:
                 "(create it with raw=True or dtype= and shape=)"
             )
         return seg
-
-    def _under_lock(self, seg: Segment, producer: bool, fn: Callable[..., int], *args: Any) -> int:
-        """Run ``fn(seg, *args)`` under one side's lock; post the other side its result."""
-        lock, unlock = _sync.LOCK_OPS[_sync.PRODUCER_LOCK if producer else _sync.CONSUMER_LOCK]
-        fd = seg.fd()
-        fcntl(fd, _SETLKW, lock)
-        try:
-            posts = fn(seg, *args)
-        finally:
-            fcntl(fd, _SETLK, unlock)
-        post = (seg.fill if producer else seg.free).release
-        for _ in range(posts):
-            post()
-        return posts
 
     # -- asyncio ----------------------------------------------------------------------------
     async def put_async(self, item: Any, timeout: float | None = None) -> None:
@@ -410,25 +443,29 @@ class SharedMemoryQueue:
         # The sync core, tried without blocking; in between, an await on the semaphore (or,
         # for a batch put, on `room`) that the handle's waiter thread takes counts from. The
         # await is the only suspension point, so cancellation cannot split an operation.
-        if timeout is not None and timeout < 0:
-            raise ValueError("'timeout' must be a non-negative number")
+        _check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         seg = self._segment()
         batch = put and n > 1
-        waiter = self._waiter(seg.room if batch else seg.free if put else seg.fill)
         tokens = 0
+        since = 0  # when the first try failed: the wait counts in the metrics
         while True:
             try:
                 if put:
-                    self._put(cast("list[bytes | Parts]", payloads), False, None, tokens, True)
+                    self._put(cast("list[bytes | Parts]", payloads), False, None,
+                              tokens=tokens, will_wait=True, since=since)  # fmt: skip
                     return []
-                return self._take(n, False, None, tokens)
+                return self._take(n, False, None, tokens=tokens, since=since)
             except (Full, Empty):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise
+            since = since or time.monotonic_ns()
+            # As in _transfer: a put that the pool was short for waits for `room`.
+            on_room = put and (batch or _ring.room(seg) >= n)
+            waiter = self._waiter(seg.room if on_room else seg.free if put else seg.fill)
             got = await waiter.wait(remaining)
-            tokens = 0 if batch else int(got)
+            tokens = 0 if on_room else int(got)
 
     def _waiter(self, sem: posix_ipc.Semaphore) -> SemWaiter:
         with self._waiters_lock:
@@ -444,22 +481,21 @@ class SharedMemoryQueue:
 
     # -- state ------------------------------------------------------------------------------
     def qsize(self) -> int:
-        """Return the number of items in the queue (approximate while others operate)."""
-        hdr = self._segment().hdr
-        head: int = hdr[_HEAD]
-        committed: int = hdr[_COMMITTED]
-        return max(0, min(self._capacity, committed - head))
+        """Return the number of items a get can take (approximate while others operate)."""
+        return _ring.size(self._segment())
 
     def empty(self) -> bool:
-        """Return whether the queue holds no items (approximate while others operate)."""
+        """Return whether a get_nowait would find no item (approximate while others operate)."""
         return self.qsize() == 0
 
     def full(self) -> bool:
-        """Return whether no slot is free (approximate while others operate)."""
-        hdr = self._segment().hdr
-        freed: int = hdr[_FREED]
-        tail: int = hdr[_TAIL]
-        return tail - freed >= self._capacity
+        """Return whether a put_nowait would find no room (approximate while others operate).
+
+        No room: the ring holds ``capacity`` items (open put_views count), or the pool has no
+        free slot because more views are held than there are spare slots.
+        """
+        seg = self._segment()
+        return _ring.room(seg) < 1 or (_ring.pool_free(seg) < 1 and not seg.hdr[_SWEEP])
 
     def get_metrics(self) -> dict[str, Any]:
         """Return a snapshot of the queue's size and cumulative counters.
@@ -468,8 +504,9 @@ class SharedMemoryQueue:
         (as in the original API), and total_puts, total_gets, bytes_in, bytes_out,
         high_water_mark, put_waits, put_wait_seconds, get_waits, get_wait_seconds.
         """
-        hdr = self._segment().hdr
-        size = self.qsize()
+        seg = self._segment()
+        hdr = seg.hdr
+        size = _ring.size(seg)
         return {
             "queue_size": size,
             "queue_capacity": self._capacity,
@@ -605,18 +642,25 @@ class SharedMemoryQueue:
         payloads: list[bytes | Parts],
         block: bool,
         timeout: float | None,
+        *,
         tokens: int = 0,
         will_wait: bool = False,
+        since: int = 0,
     ) -> None:
         n = len(payloads)
-        if self._transfer(
-            True, n, block, timeout, _ring.commit_put, payloads, n, tokens, block or will_wait
-        ):
+        if self._transfer(True, _ring.commit_put, payloads, n, n, block, timeout,
+                          tokens=tokens, will_wait=will_wait, since=since):  # fmt: skip
             return
         raise Full(f"queue {self._label} is full (capacity={self._capacity})")
 
     def _take(
-        self, max_items: int, block: bool, timeout: float | None, tokens: int = 0
+        self,
+        max_items: int,
+        block: bool,
+        timeout: float | None,
+        *,
+        tokens: int = 0,
+        since: int = 0,
     ) -> list[Any]:
         self._segment()
         if self._pending:
@@ -626,45 +670,55 @@ class SharedMemoryQueue:
                 pass
         out: list[bytes] = []
         want = 1 if max_items == 1 else min(max_items, self._capacity)
-        if self._transfer(False, want, block, timeout, _ring.commit_get, out, max_items, tokens):
+        if self._transfer(False, _ring.commit_get, out, want, max_items, block, timeout,
+                          tokens=tokens, since=since):  # fmt: skip
             return out
         raise Empty(f"queue {self._label} is empty")
 
     def _transfer(
         self,
         put: bool,
-        want: int,
-        block: bool,
-        timeout: float | None,
         commit: Callable[[Segment, list[Any], int, int], tuple[int, int, int]],
         arg: list[Any],
+        want: int,
         limit: int,
+        block: bool,
+        timeout: float | None,
+        *,
         tokens: int = 0,
         will_wait: bool = False,
+        since: int = 0,
     ) -> bool:
         """Move items through ``commit``, holding up to ``want`` counts of the side's semaphore.
 
-        A put takes counts of ``free`` and posts ``fill``; a get the reverse. The counts are a
-        fast, sleepable estimate; the header counters, read under the side's lock in
-        ``commit``, are the truth. A process killed between its semaphore op and its commit
+        A put takes counts of ``free`` (ring room) and posts ``fill``; a get the reverse. The
+        counts are a fast, sleepable estimate; the header counters, read under the side's lock
+        in ``commit``, are the truth. A process killed between its semaphore op and its commit
         leaves the estimate off by one; the re-check under the lock, before every wait and
         after every ``recovery_interval`` of waiting, corrects for it. ``commit`` (see
-        ``_ring``) returns (items moved, counts to post to the other side, what it saw
-        available). Returns False if the time ran out. ``tokens`` counts the caller already
-        holds, and ``will_wait`` says the caller waits after a non-blocking try (the async
-        path).
+        ``_ring``) returns (items moved, counts to post to the other side, room or items it
+        saw). Returns False if the time ran out. ``tokens`` counts the caller already holds,
+        ``will_wait`` says the caller waits after a non-blocking try (the async path), and
+        ``since`` when it started waiting (monotonic ns), for the metrics.
         """
-        if timeout is not None and timeout < 0:
-            raise ValueError("'timeout' must be a non-negative number")
+        _check_timeout(timeout)
         seg = self._seg
         if seg is None:
             raise ValueError(f"queue {self._label}: this handle is closed")
         mine, theirs, lock, unlock = seg.put_side if put else seg.get_side
         batch = put and want > 1
-        sleep_on = seg.room if batch else mine
-        started = 0
-        deadline = 0.0
+        will_wait = will_wait or block
+        started = since
+        # The lock is waited for until the caller's deadline; a call that does not wait for
+        # items or room still waits up to one recovery_interval for a busy lock.
+        now = time.monotonic()
+        deadline = (
+            math.inf if block and timeout is None
+            else now + (timeout if block else self._recovery_interval)  # type: ignore[operator]
+        )  # fmt: skip
+        lock_deadline = None if deadline == math.inf else deadline
         recover = False
+        roomed = False  # the last wait was on `room`
         try:
             while True:
                 while tokens < want:
@@ -674,52 +728,61 @@ class SharedMemoryQueue:
                         break
                     tokens += 1
                 fd = seg.fd()
-                fcntl(fd, _SETLKW, lock)  # EINTR is retried by Python (PEP 475)
+                if not _sync.lock(fd, lock, lock_deadline):
+                    return False
                 try:
                     moved, posts, avail = commit(
                         seg, arg, limit, time.monotonic_ns() - started if started else 0
                     )
-                    if not moved and batch and will_wait:
-                        # Ask consumers to post `room` while this batch sleeps (see below).
+                    # A put that the ring had room for found the pool short of free slots
+                    # (views hold them): like a batch, it waits for `room` (see below).
+                    on_room = put and not moved and (batch or avail >= want)
+                    if on_room and will_wait:
+                        # Ask consumers to post `room` while this put sleeps.
                         until = time.monotonic_ns() + int(self._recovery_interval * 1e9)
-                        seg.hdr[_BATCH_WAIT] = max(seg.hdr[_BATCH_WAIT], until)
+                        seg.hdr[_ROOM_WAIT] = max(seg.hdr[_ROOM_WAIT], until)
                 finally:
-                    fcntl(fd, _SETLK, unlock)
+                    _sync.unlock(fd, unlock)
                 if posts:
                     post = theirs.release
                     for _ in range(posts):
                         post()
-                    if not put and seg.hdr[_BATCH_WAIT]:
+                    if not put and seg.hdr[_ROOM_WAIT]:
                         _wake_batch(seg.hdr, seg.room)
                 if moved:
                     tokens = 0  # used, or surplus counts that the header did not back
+                    if roomed and seg.hdr[_ROOM_WAIT] and _ring.pool_free(seg) > 0:
+                        # `room` wakes one waiter per post; pass the wake-up on to the next
+                        # while there is room for it.
+                        _wake_batch(seg.hdr, seg.room)
                     return True
-                # Keep only as many counts as the header backs; the rest were surplus. A
-                # batch keeps none while it sleeps: single puts may use that room meanwhile,
-                # and the batch sleeps on `room`, which gets post while it waits.
+                # Keep only as many counts as the header backs; the rest were surplus. A put
+                # that waits for `room` keeps none while it sleeps: single puts may use that
+                # room meanwhile, and `room` gets post while it waits.
                 tokens = min(tokens, avail)
-                if self._catch_up(seg, put, recover):
-                    continue  # the other side's lagging counter moved: look again
-                if batch:
+                pool_dry = put and not moved and avail >= want
+                if put and self._catch_up(seg, pool_dry, recover, lock_deadline):
+                    continue  # slots came back to the pool: look again
+                if on_room:
                     for _ in range(tokens):
                         mine.release()
                     tokens = 0
-                    # A get that freed room after the check, but read batch_wait_until before
-                    # it was set, posted no `room`: look again now that the unlock (a system
-                    # call, so a full barrier) has published the flag.
-                    hdr = seg.hdr
-                    if block and seg.capacity - (hdr[_TAIL] - hdr[_FREED]) >= want:
+                    # A get or a view that freed room after the check, but read
+                    # room_wait_until before it was set, posted no `room`: look again now that
+                    # the unlock (a system call, so a full barrier) has published the flag.
+                    if block and _ring.room(seg) >= want and _ring.pool_free(seg) >= want:
                         continue
+                if not block:
+                    return False
                 now = time.monotonic()
                 if not started:
-                    if not block:
-                        return False
                     started = time.monotonic_ns()
-                    deadline = math.inf if timeout is None else now + timeout
                 if now >= deadline:
                     return False
+                sleep_on = seg.room if on_room else mine
+                roomed = on_room
                 if _sync.wait(sleep_on, min(deadline - now, self._recovery_interval)):
-                    tokens += not batch
+                    tokens += not on_room
                     recover = False
                 else:
                     recover = True  # a whole interval without a post: check for the dead
@@ -727,52 +790,66 @@ class SharedMemoryQueue:
             for _ in range(tokens):
                 mine.release()
 
-    def _catch_up(self, seg: Segment, put: bool, recover: bool) -> bool:
-        """Move the lagging counter a view left behind; True if that made room or items.
+    def _catch_up(
+        self, seg: Segment, pool_dry: bool, recover: bool, deadline: float | None
+    ) -> bool:
+        """Give slots back to a put that found no room; True if that made some.
 
-        A put that finds no room may be held up by ``freed`` (a get_view or a pinned
-        put_view array, possibly of a dead process); a get that finds nothing, by
-        ``committed`` (an open put_view). Those counters belong to the other side, so this
-        takes the other side's lock, never both at once.
+        The pool runs dry when more views are held than there are spare slots (a put then
+        waits for one to go), when a released view's slot waits for a sweep, or when a
+        process died inside a critical section; an open put_view of a dead process keeps its
+        ring entry reserved. ``_ring.reclaim`` sorts it out under both locks, taken in the one
+        order there is: producer, then consumer.
         """
-        hdr = seg.hdr
-        if put and hdr[_FREED] < hdr[_HEAD]:
-            return self._under_lock(seg, False, _ring.advance_freed, recover) > 0
-        if not put and hdr[_COMMITTED] < hdr[_TAIL]:
-            return self._under_lock(seg, True, _ring.advance_committed, recover) > 0
-        return False
+        if not (pool_dry or (recover and seg.hdr[_RESERVED])):
+            return False
+        fd = seg.fd()
+        if not _sync.lock(fd, _PRODUCER[0], deadline):
+            return False
+        try:
+            # The same descriptor: OFD locks on different bytes do not conflict.
+            if not _sync.lock(fd, _CONSUMER[0], deadline):
+                return False
+            try:
+                gained = _ring.reclaim(seg, recover)
+            finally:
+                _sync.unlock(fd, _CONSUMER[1])
+        finally:
+            _sync.unlock(fd, _PRODUCER[1])
+        return gained > 0
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is not None and not timeout >= 0:  # NaN is neither < 0 nor >= 0
+        raise ValueError("'timeout' must be a non-negative number")
 
 
 def _wake_batch(hdr: memoryview, room: posix_ipc.Semaphore) -> None:
     """After a get: wake a put_batch that sleeps for room, if one asked within its interval."""
-    if hdr[_BATCH_WAIT] > time.monotonic_ns() and not room.value:
+    if hdr[_ROOM_WAIT] > time.monotonic_ns() and not room.value:
         room.release()
 
 
-def _release_view(seg: Segment, slot: int, pin: bool, pid: int) -> None:
-    """Finalizer of a view's array: give its slot back to the ring."""
+def _release_view(seg: Segment, off: int, pin: bool, pid: int) -> None:
+    """Finalizer of a view's array: give its slot back to the pool."""
     if os.getpid() != pid:
         return  # a forked child's copy of the array: the parent still holds the slot
     try:
-        _ring.release(seg, slot, pin)
-        if not seg.closed:
-            _advance_after_release(seg)
+        if seg.closed:
+            _ring.release_unlocked(seg, off, pin)
+            return
+        # The garbage collector may run this while this thread holds the consumer lock, so
+        # only try to take it, through a descriptor of its own; if it is busy, the slot is
+        # left for a sweep by whoever holds it next (or by a put that finds the pool dry).
+        if seg.try_lock(_sync.CONSUMER_LOCK) < 0:
+            _ring.release_unlocked(seg, off, pin)
+            freed = True
+        else:
+            try:
+                freed = _ring.release(seg, off, pin)
+            finally:
+                seg.unlock_side(_sync.CONSUMER_LOCK)
+        if freed and seg.hdr[_ROOM_WAIT]:  # a put may be asleep waiting for a slot
+            _wake_batch(seg.hdr, seg.room)
     finally:
         seg.view_closed()
-
-
-def _advance_after_release(seg: Segment) -> None:
-    # The garbage collector may run this while this thread holds the consumer lock, so only
-    # try to take it, through a descriptor of its own; if it is busy, whoever holds it (or a
-    # producer woken by the post below) moves `freed`.
-    if seg.try_lock(_sync.CONSUMER_LOCK) < 0:
-        seg.free.release()
-        return
-    try:
-        moved = _ring.advance_freed(seg)
-    finally:
-        seg.unlock_side(_sync.CONSUMER_LOCK)
-    for _ in range(moved):
-        seg.free.release()
-    if moved and seg.hdr[_BATCH_WAIT]:
-        _wake_batch(seg.hdr, seg.room)

@@ -1,19 +1,23 @@
-"""The ring: what puts, gets and views do to the header counters and slot states.
+"""The ring: what puts, gets and views do to the header counters, the ring and the slots.
 
-Every function here runs under the lock of the side whose counters it moves (producer lock:
-``tail``, ``committed``; consumer lock: ``head``, ``freed``), except ``release``, which only
-stores into a slot the caller holds. A slot's 8-byte first word is ``length | state << 32``,
-stored in one write, so a reader never sees a new state with an old length.
+Each function says which lock it runs under: the producer lock guards ``tail``, ``reserved``,
+``allocs``, ``cursor`` and the ring entries from ``tail`` on; the consumer lock guards
+``head``, ``releases`` and the freeing of slots. ``reclaim`` runs under both, taken in the
+one order there is: producer, then consumer (see ``_queue.SharedMemoryQueue._catch_up``).
+No function here blocks or calls back into the caller except ``commit_get``'s ``extract``,
+which only copies bytes.
 
-Slot states between the counters::
+A slot's life (states in ``_layout``)::
 
-    [freed, head)       READING (a get_view holds it)  DONE (copied out or released)
-    [head, committed)   READY (an item)                SKIP (a discarded put_view)
-    [committed, tail)   WRITING (a put_view fills it)  READY/SKIP behind a WRITING slot
+    FREE --put--> READY (in the ring) --get--> FREE
+                                      --get_view--> READING --array gone--> FREE
+    FREE --put_view--> WRITING --block ends--> READY (in the ring), pinned; or DONE, pinned
 
-``committed`` advances over READY and SKIP slots, ``freed`` over DONE slots without a pin. A
-WRITING or READING slot whose owner died, or a pin whose owner died, is recovered when a
-blocked operation re-checks after ``recovery_interval`` (``recover=True``).
+A pinned slot (``pin``: the process whose put_view array still views it) goes to DONE instead
+of FREE when it is consumed, and to FREE when the array goes. A slot can leak, that is stay
+out of the pool with nothing in the ring or alive referring to it, only when a process dies
+inside a critical section (between its first slot store and its commit, or between a get's
+commit and the freeing of its slots); ``reclaim`` gives such slots back.
 """
 
 from __future__ import annotations
@@ -22,23 +26,23 @@ import os
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _layout as L
+from ._layout import DONE, FREE, READING, READY, WRITING
 from ._sync import process_start_time
 
 if TYPE_CHECKING:
     from ._segment import Segment
 
-READY: Final = 1
-WRITING: Final = 2
-SKIP: Final = 3
-READING: Final = 4
-DONE: Final = 5
-
-_TAIL, _COMMITTED = L.IDX["tail"], L.IDX["committed"]
-_HEAD, _FREED = L.IDX["head"], L.IDX["freed"]
+_TAIL, _RESERVED, _ALLOCS, _CURSOR = (L.IDX[f] for f in ("tail", "reserved", "allocs", "cursor"))
 _PUTS, _BYTES_IN, _HIGH = L.IDX["puts"], L.IDX["bytes_in"], L.IDX["high_water"]
 _PUT_WAITS, _PUT_WAIT_NS = L.IDX["put_waits"], L.IDX["put_wait_ns"]
-_GETS, _BYTES_OUT = L.IDX["gets"], L.IDX["bytes_out"]
+_HEAD, _GETS, _BYTES_OUT = L.IDX["head"], L.IDX["gets"], L.IDX["bytes_out"]
 _GET_WAITS, _GET_WAIT_NS = L.IDX["get_waits"], L.IDX["get_wait_ns"]
+_RELEASES, _SWEEP = L.IDX["releases"], L.IDX["sweep"]
+# Slot fields relative to a slot's offset: a u32 index delta for the state, u64 deltas for the
+# owner and the pin (slot offsets are 64-aligned), the byte offset of the blob.
+_STATE: Final = L.STATE_OFFSET >> 2
+_OWNER: Final = L.OWNER_OFFSET >> 3
+_PIN: Final = L.PIN_OFFSET >> 3
 _BLOB: Final = L.BLOB_OFFSET
 _LOW32: Final = 0xFFFF_FFFF
 
@@ -60,46 +64,84 @@ def owner_alive(owner: int) -> bool:
     return start is not None and (start & _LOW32) == owner >> 32
 
 
-def _slot(seg: Segment, k: int) -> int:
-    """Return the byte offset of the slot record that holds item ``k``."""
-    return seg.slots_offset + (k % seg.capacity) * seg.slot_size
+def slot_index(seg: Segment, off: int) -> int:
+    """Return the pool index of the slot record at byte offset ``off``."""
+    return (off - seg.slots_offset) // seg.slot_size
 
 
-def _state(seg: Segment, k: int) -> int:
-    state: int = seg.u32[(_slot(seg, k) >> 2) + 1]
-    return state
+def pool_free(seg: Segment) -> int:
+    """Return how many slots the counters say are FREE (a lower bound after a crash)."""
+    hdr = seg.hdr
+    return seg.pool - (hdr[_ALLOCS] - hdr[_RELEASES])  # type: ignore[no-any-return]
 
 
-# -- commits (the copy paths: put, put_batch, get, get_batch) -------------------------------
+def room(seg: Segment) -> int:
+    """Return how many more items the ring takes (puts and open put_views count)."""
+    hdr = seg.hdr
+    return seg.capacity - (hdr[_TAIL] + hdr[_RESERVED] - hdr[_HEAD])  # type: ignore[no-any-return]
+
+
+def _find_free(seg: Segment, n: int) -> list[int] | None:
+    """Return the offsets of ``n`` FREE slots, searching from the cursor (producer lock)."""
+    hdr = seg.hdr
+    pool = seg.pool
+    if pool - (hdr[_ALLOCS] - hdr[_RELEASES]) < n:
+        return None
+    u32, base, size = seg.u32, seg.slots_offset, seg.slot_size
+    s: int = hdr[_CURSOR]
+    found = []
+    for _ in range(pool):
+        if s >= pool:
+            s = 0
+        off = base + s * size
+        s += 1
+        if u32[(off >> 2) + _STATE] == FREE:
+            found.append(off)
+            if len(found) == n:
+                hdr[_CURSOR] = s
+                return found
+    return None  # the counters were off: a process died mid-put (see reclaim)
+
+
+# -- the copy paths: put, put_batch, get, get_batch ---------------------------------------------
 def commit_put(seg: Segment, payloads: list[Any], n: int, waited_ns: int) -> tuple[int, int, int]:
-    """Write ``n`` payloads at the tail if they fit: (moved, items now visible, room seen)."""
+    """Write ``n`` payloads into free slots and append them (producer lock).
+
+    Returns (items put, items now visible, room the ring had left). Nothing is put when the
+    ring lacks room for all ``n`` or the pool lacks ``n`` free slots; room >= n then says it
+    was the pool.
+    """
     hdr = seg.hdr
     cap = seg.capacity
     tail: int = hdr[_TAIL]
-    used: int = tail - hdr[_FREED]
+    used: int = tail + hdr[_RESERVED] - hdr[_HEAD]
     if cap - used < n:
         return 0, 0, cap - used
-    u64, buf, slot_size, base = seg.u64, seg.buf, seg.slot_size, seg.blob_base
-    nbytes = 0
+    slots = _find_free(seg, n)
+    if slots is None:
+        return 0, 0, cap - used
+    u64, buf, ring = seg.u64, seg.buf, seg.ring
+    base, size_of = seg.slots_offset, seg.slot_size
+    sizes = []
     for i, data in enumerate(payloads):
-        off = base + ((tail + i) % cap) * slot_size
+        blob = slots[i] + _BLOB
         if type(data) is bytes:
             size = len(data)
-            buf[off : off + size] = data
+            buf[blob : blob + size] = data
         else:
             size = 0
             for part in data:  # parts are bytes or 1-d byte memoryviews
                 n_part = len(part)
-                buf[off + size : off + size + n_part] = part
+                buf[blob + size : blob + size + n_part] = part
                 size += n_part
-        u64[(off - _BLOB) >> 3] = size | READY << 32
-        nbytes += size
-    hdr[_TAIL] = tail + n
-    if hdr[_COMMITTED] == tail:
-        hdr[_COMMITTED] = tail + n  # commit point: the items are visible from here on
-        visible = n
-    else:  # an open put_view is ahead of these items: they become visible after it
-        visible = advance_committed(seg)
+        sizes.append(size)
+    # The slots leave the pool only now, so a put killed while copying leaves them FREE.
+    for i, off in enumerate(slots):
+        u64[off >> 3] = sizes[i] | READY << 32
+        ring[(tail + i) % cap] = (off - base) // size_of
+    nbytes = sum(sizes)
+    hdr[_ALLOCS] += n
+    hdr[_TAIL] = tail + n  # commit point: the items are visible from here on
     hdr[_PUTS] += n
     hdr[_BYTES_IN] += nbytes
     if used + n > hdr[_HIGH]:
@@ -107,157 +149,224 @@ def commit_put(seg: Segment, payloads: list[Any], n: int, waited_ns: int) -> tup
     if waited_ns:
         hdr[_PUT_WAITS] += 1
         hdr[_PUT_WAIT_NS] += waited_ns
-    return n, visible, cap - used - n
+    return n, n, cap - used - n
 
 
 def commit_get(seg: Segment, out: list[Any], limit: int, waited_ns: int) -> tuple[int, int, int]:
-    """Copy up to ``limit`` items from the head into ``out``: (items, slots freed, items seen)."""
+    """Copy up to ``limit`` items from the head into ``out`` and free their slots (consumer lock).
+
+    Returns (items taken, ring entries freed, items left).
+    """
     hdr = seg.hdr
     head: int = hdr[_HEAD]
-    avail: int = hdr[_COMMITTED] - head
+    avail: int = hdr[_TAIL] - head
     if avail < 1:
         return 0, 0, 0
-    u64, buf, slot_size, cap, base = seg.u64, seg.buf, seg.slot_size, seg.capacity, seg.blob_base
+    k = avail if avail < limit else limit
+    u64, buf, ring, cap = seg.u64, seg.buf, seg.ring, seg.capacity
+    base, size_of = seg.slots_offset, seg.slot_size
     extract = seg.extract
-    simple = hdr[_FREED] == head
+    offs = []
     nbytes = 0
-    got = 0
-    k = 0  # slots taken: the items, and the discarded put_views among them
-    while k < avail and got < limit:
-        off = base + ((head + k) % cap) * slot_size
-        k += 1
-        if u64[((off - _BLOB) >> 3) + 2]:  # pinned by a put_view array: not free yet
-            simple = False
-        word: int = u64[(off - _BLOB) >> 3]
-        if word >> 32 == SKIP:
-            continue
-        size = word & _LOW32
-        out.append(extract(buf, off, size))
+    for i in range(k):
+        off = base + ring[(head + i) % cap] * size_of
+        size = u64[off >> 3] & _LOW32
+        out.append(extract(buf, off + _BLOB, size))
         nbytes += size
-        got += 1
+        offs.append(off)
     hdr[_HEAD] = head + k  # commit point: the items are taken
-    if simple:
-        hdr[_FREED] = head + k
-        freed = k
-    else:  # a view is held behind these slots, or one of them is pinned
-        for i in range(k):
-            seg.u32[(_slot(seg, head + i) >> 2) + 1] = DONE
-        freed = advance_freed(seg)
-    hdr[_GETS] += got
+    _free(seg, offs)
+    hdr[_GETS] += k
     hdr[_BYTES_OUT] += nbytes
-    if waited_ns and got:
+    if waited_ns:
         hdr[_GET_WAITS] += 1
         hdr[_GET_WAIT_NS] += waited_ns
-    return got, freed, avail - k
+    if hdr[_SWEEP]:
+        sweep(seg)
+    return k, k, avail - k
 
 
-# -- claims (the view paths) ------------------------------------------------------------------
+def _free(seg: Segment, offs: list[int]) -> int:
+    """Give consumed slots back to the pool, or mark DONE the pinned ones (consumer lock)."""
+    u32, u64 = seg.u32, seg.u64
+    freed = 0
+    for off in offs:
+        if u64[(off >> 3) + _PIN]:
+            u32[(off >> 2) + _STATE] = DONE
+        else:
+            u32[(off >> 2) + _STATE] = FREE
+            freed += 1
+    seg.hdr[_RELEASES] += freed  # after the stores: the count never runs ahead of them
+    return freed
+
+
+# -- the view paths -------------------------------------------------------------------------------
 def claim_put(seg: Segment, out: list[Any], n: int, waited_ns: int) -> tuple[int, int, int]:
-    """Claim the slot at the tail for a put_view (WRITING): (1, 0, room) or (0, 0, room)."""
+    """Claim a free slot for a put_view (WRITING) and reserve a ring entry (producer lock).
+
+    Returns (1, 0, room left) with the slot's offset in ``out``, or (0, 0, room) as
+    ``commit_put`` does.
+    """
     hdr = seg.hdr
-    tail: int = hdr[_TAIL]
-    used: int = tail - hdr[_FREED]
-    if used >= seg.capacity:
-        return 0, 0, 0
-    slot = _slot(seg, tail)
-    seg.u64[(slot >> 3) + 1] = owner_id()
-    seg.u64[slot >> 3] = WRITING << 32
-    hdr[_TAIL] = tail + 1  # the claim
+    cap = seg.capacity
+    used: int = hdr[_TAIL] + hdr[_RESERVED] - hdr[_HEAD]
+    if used >= cap:
+        return 0, 0, cap - used
+    slots = _find_free(seg, 1)
+    if slots is None:
+        return 0, 0, cap - used
+    off = slots[0]
+    seg.u64[(off >> 3) + _OWNER] = owner_id()
+    seg.u32[(off >> 2) + _STATE] = WRITING
+    hdr[_ALLOCS] += 1
+    hdr[_RESERVED] += 1  # the claim
     if used + 1 > hdr[_HIGH]:
         hdr[_HIGH] = used + 1
     if waited_ns:
         hdr[_PUT_WAITS] += 1
         hdr[_PUT_WAIT_NS] += waited_ns
-    out.append(slot)
-    return 1, 0, seg.capacity - used - 1
+    out.append(off)
+    return 1, 0, cap - used - 1
 
 
-def publish(seg: Segment, slot: int, size: int, ok: bool) -> int:
-    """End a put_view: READY or, if its block raised, SKIP; return items now visible.
+def publish(seg: Segment, off: int, size: int, ok: bool) -> tuple[int, int]:
+    """End a put_view (producer lock): append the item, or discard it if its block raised.
 
-    Either way the slot is pinned by this process until its array is collected.
+    Either way the slot stays pinned by this process until its array is collected. Returns
+    (items now visible, ring entries given back).
     """
-    seg.u64[(slot >> 3) + 2] = owner_id()
-    if ok:
-        seg.u64[slot >> 3] = size | READY << 32
-        seg.hdr[_PUTS] += 1
-        seg.hdr[_BYTES_IN] += size
-    else:
-        seg.u64[slot >> 3] = SKIP << 32
-    return advance_committed(seg)
+    hdr = seg.hdr
+    seg.u64[(off >> 3) + _PIN] = owner_id()
+    hdr[_RESERVED] -= 1
+    if not ok:
+        seg.u32[(off >> 2) + _STATE] = DONE
+        return 0, 1
+    tail: int = hdr[_TAIL]
+    seg.u64[off >> 3] = size | READY << 32
+    seg.ring[tail % seg.capacity] = slot_index(seg, off)
+    hdr[_TAIL] = tail + 1  # commit point
+    hdr[_PUTS] += 1
+    hdr[_BYTES_IN] += size
+    return 1, 0
 
 
 def claim_get(seg: Segment, out: list[Any], n: int, waited_ns: int) -> tuple[int, int, int]:
-    """Claim the item at the head for a get_view (READING): (1, freed, left) or (0, freed, 0)."""
+    """Take the item at the head for a get_view (READING) (consumer lock).
+
+    Returns (1, 1, items left) with the slot's offset in ``out``, or (0, 0, 0).
+    """
     hdr = seg.hdr
     head: int = hdr[_HEAD]
-    end: int = hdr[_COMMITTED]
-    skipped = 0
-    while head < end and _state(seg, head) == SKIP:  # discarded put_views: drop them
-        seg.u32[(_slot(seg, head) >> 2) + 1] = DONE
-        head += 1
-        skipped += 1
-    if head == end:
-        hdr[_HEAD] = head
-        return 0, advance_freed(seg) if skipped else 0, 0
-    slot = _slot(seg, head)
-    seg.u64[(slot >> 3) + 1] = owner_id()
-    seg.u32[(slot >> 2) + 1] = READING
-    hdr[_HEAD] = head + 1  # the claim
+    avail: int = hdr[_TAIL] - head
+    if avail < 1:
+        return 0, 0, 0
+    off = seg.slots_offset + seg.ring[head % seg.capacity] * seg.slot_size
+    seg.u64[(off >> 3) + _OWNER] = owner_id()
+    seg.u32[(off >> 2) + _STATE] = READING
+    hdr[_HEAD] = head + 1  # commit point: the item is taken
     hdr[_GETS] += 1
-    hdr[_BYTES_OUT] += seg.u32[slot >> 2]
+    hdr[_BYTES_OUT] += seg.u64[off >> 3] & _LOW32
     if waited_ns:
         hdr[_GET_WAITS] += 1
         hdr[_GET_WAIT_NS] += waited_ns
-    out.append(slot)
-    return 1, advance_freed(seg) if skipped else 0, end - head - 1
+    if hdr[_SWEEP]:
+        sweep(seg)
+    out.append(off)
+    return 1, 1, avail - 1
 
 
-def release(seg: Segment, slot: int, pin: bool) -> None:
-    """Give back a slot a view held: a get_view's READING slot, or a put_view's pin."""
+def release(seg: Segment, off: int, pin: bool) -> bool:
+    """Give back a slot a view held: a get_view's READING slot, or a put_view's pin.
+
+    Under the consumer lock. Returns whether the slot went back to the pool.
+    """
+    u32, u64 = seg.u32, seg.u64
     if pin:
-        seg.u64[(slot >> 3) + 2] = 0
+        u64[(off >> 3) + _PIN] = 0
+        if u32[(off >> 2) + _STATE] != DONE:
+            return False  # still queued, or a get_view holds it
+    elif u64[(off >> 3) + _PIN]:
+        u32[(off >> 2) + _STATE] = DONE
+        return False
+    u32[(off >> 2) + _STATE] = FREE
+    seg.hdr[_RELEASES] += 1
+    return True
+
+
+def release_unlocked(seg: Segment, off: int, pin: bool) -> None:
+    """``release`` for a caller that could not take the consumer lock: the next consumer
+    (or a producer that finds the pool dry) frees the slot in ``sweep``."""
+    if pin:
+        seg.u64[(off >> 3) + _PIN] = 0
     else:
-        seg.u32[(slot >> 2) + 1] = DONE
+        seg.u32[(off >> 2) + _STATE] = DONE
+    seg.hdr[_SWEEP] = 1
 
 
-# -- advancing (and recovering) the lagging counters ----------------------------------------
-def advance_committed(seg: Segment, recover: bool = False) -> int:
-    """Move ``committed`` over published slots (producer lock); return how many."""
+def sweep(seg: Segment) -> int:
+    """Free the DONE slots that nothing pins any more (consumer lock); return how many."""
     hdr = seg.hdr
-    start = c = hdr[_COMMITTED]
-    tail = hdr[_TAIL]
-    while c < tail:
-        state = _state(seg, c)
-        if state == WRITING and recover and not owner_alive(seg.u64[(_slot(seg, c) >> 3) + 1]):
-            seg.u64[_slot(seg, c) >> 3] = SKIP << 32  # its put_view died with its process
-            state = SKIP
-        if state != READY and state != SKIP:
-            break
-        c += 1
-    hdr[_COMMITTED] = c
-    return c - start  # type: ignore[no-any-return]
+    hdr[_SWEEP] = 0
+    u32, u64 = seg.u32, seg.u64
+    offs = []
+    for s in range(seg.pool):
+        off = seg.slots_offset + s * seg.slot_size
+        if u32[(off >> 2) + _STATE] == DONE and not u64[(off >> 3) + _PIN]:
+            offs.append(off)
+    return _free(seg, offs)
 
 
-def advance_freed(seg: Segment, recover: bool = False) -> int:
-    """Move ``freed`` over slots no view holds any more (consumer lock); return how many."""
+def reclaim(seg: Segment, recover: bool) -> int:
+    """Give back every slot that nothing in the ring or alive refers to (both locks).
+
+    With ``recover``, slots and pins of dead processes go too, and ``reserved`` is recounted
+    from the open put_views of live ones. Returns how many slots the pool gained.
+    """
+    sweep(seg)
     hdr = seg.hdr
-    start = f = hdr[_FREED]
-    head = hdr[_HEAD]
-    u64 = seg.u64
-    while f < head:
-        slot = _slot(seg, f)
-        state = seg.u32[(slot >> 2) + 1]
-        pin = u64[(slot >> 3) + 2]
-        if recover:
-            if state == READING and not owner_alive(u64[(slot >> 3) + 1]):
-                seg.u32[(slot >> 2) + 1] = state = DONE  # its get_view died with its process
-            if pin and not owner_alive(pin):
-                u64[(slot >> 3) + 2] = pin = 0
-        # READY or SKIP here: taken by a get that copied it out and was killed before it
-        # moved `freed` (a get moves `head` first); free like DONE.
-        if state == READING or pin:
-            break
-        f += 1
-    hdr[_FREED] = f
-    return f - start  # type: ignore[no-any-return]
+    u32, u64, ring, cap = seg.u32, seg.u64, seg.ring, seg.capacity
+    head: int = hdr[_HEAD]
+    queued = {ring[k % cap] for k in range(head, hdr[_TAIL])}
+    free = writing = 0
+    offs = []
+    for s in range(seg.pool):
+        off = seg.slots_offset + s * seg.slot_size
+        state = u32[(off >> 2) + _STATE]
+        pin = u64[(off >> 3) + _PIN]
+        if recover and pin and not owner_alive(pin):
+            u64[(off >> 3) + _PIN] = pin = 0  # its put_view array died with its process
+        if state == FREE:
+            free += 1
+            continue
+        if s in queued:
+            continue
+        if state in (WRITING, READING):
+            if not recover or owner_alive(u64[(off >> 3) + _OWNER]):
+                writing += state == WRITING
+                continue
+        elif state == DONE and pin:
+            continue
+        # READY outside the ring (a put died before its commit, or a get after its own), a
+        # DONE slot nothing pins, or a view of a dead process.
+        if pin:
+            u32[(off >> 2) + _STATE] = DONE
+        else:
+            offs.append(off)
+    for off in offs:
+        u32[(off >> 2) + _STATE] = FREE
+    free += len(offs)
+    gained = free - pool_free(seg)
+    if hdr[_ALLOCS] < seg.pool - free:  # a put died between its slot stores and its count
+        hdr[_ALLOCS] = seg.pool - free
+    hdr[_RELEASES] = hdr[_ALLOCS] - (seg.pool - free)
+    if recover:
+        gained += hdr[_RESERVED] - writing
+        hdr[_RESERVED] = writing
+    return gained
+
+
+def size(seg: Segment) -> int:
+    """Return the number of items a get can take, 0 to capacity (exact when nobody operates)."""
+    hdr = seg.hdr
+    n: int = hdr[_TAIL] - hdr[_HEAD]
+    return 0 if n < 0 else seg.capacity if n > seg.capacity else n

@@ -115,34 +115,43 @@ class Segment:
     """The mapped segment of one queue handle, with numpy and integer views of it."""
 
     def __init__(self, fd: int, mm: mmap.mmap, path: str, base: str) -> None:
-        check_semaphores(_sem_names(base, _header_nonce(mm)))  # issue 10: not another user's
         self.path = path
         self.base = base
         self._fd = fd
         self._mm = mm
         self._identity = os.fstat(fd)
-        self.header: np.ndarray[Any, Any] = np.ndarray((), L.HEADER_DTYPE, buffer=mm)
-        self.capacity = int(self.header["capacity"])
-        self.item_size = int(self.header["item_size"])
-        self.slot_size = int(self.header["slot_size"])
-        self.slots_offset = int(self.header["slots_offset"])
-        self.nonce = int(self.header["nonce"])
-        self.blob_base = self.slots_offset + L.BLOB_OFFSET  # offset of slot 0's blob
-        flags = int(self.header["flags"])
+        # The semaphores first: if they are another user's, or the queue is being unlinked,
+        # this fails before any view of the mapping exists, so the caller can still close it.
+        self.nonce = _header_nonce(mm)
+        names = _sem_names(base, self.nonce)
+        check_semaphores(names)
+        self.free, self.fill, self.room = (posix_ipc.Semaphore(n) for n in names)
+        fields = np.ndarray((), L.HEADER_DTYPE, buffer=mm)
+        self.header: np.ndarray[Any, Any] = fields
+        self.capacity = int(fields["capacity"])
+        self.item_size = int(fields["item_size"])
+        self.spare_slots = int(fields["spare_slots"])
+        self.pool = self.capacity + self.spare_slots  # slot records in the pool
+        self.slot_size = int(fields["slot_size"])
+        self.slots_offset = int(fields["slots_offset"])
+        ring_offset = int(fields["ring_offset"])
+        flags = int(fields["flags"])
         self.raw = bool(flags & L.FLAG_RAW)
         self.dtype: np.dtype[Any] | None = None
         self.shape: tuple[int, ...] | None = None
         if flags & L.FLAG_TYPED:
-            self.dtype = dtype_from_bytes(self.header["dtype"][()])
-            self.shape = tuple(int(d) for d in self.header["shape"][: int(self.header["ndim"])])
-        # Copies an item out of its slot (set by the queue handle for its codec).
+            self.dtype = dtype_from_bytes(fields["dtype"][()])
+            self.shape = tuple(int(d) for d in fields["shape"][: int(fields["ndim"])])
+        # Copies an item's bytes out of its slot (set by the queue handle for its codec).
         self.extract: Callable[[memoryview, int, int], Any] = _no_codec
         self.slots: np.ndarray[Any, Any] = np.ndarray(
-            (self.capacity,), L.slot_dtype(self.item_size), buffer=mm, offset=self.slots_offset
+            (self.pool,), L.slot_dtype(self.item_size), buffer=mm, offset=self.slots_offset
         )
         # Cached views for the hot path (a numpy field access costs about 10x more).
         self.buf = memoryview(mm)
         self.hdr = self.buf[: L.HEADER_SIZE].cast("Q")
+        self.ring = self.buf[ring_offset : ring_offset + self.capacity * L.RING_DTYPE.itemsize]
+        self.ring = self.ring.cast("I")
         self.u32 = self.buf.cast("I")
         self.u64 = self.buf.cast("Q")
         self._tls = threading.local()
@@ -153,9 +162,6 @@ class Segment:
         self.closed = False
         self.views_out = 0
         self._views_lock = threading.Lock()
-        self.free, self.fill, self.room = (
-            posix_ipc.Semaphore(n) for n in _sem_names(base, self.nonce)
-        )
         # What a put and a get use: the semaphore it takes, the one it posts, lock, unlock.
         self.put_side = (self.free, self.fill, *LOCK_OPS[PRODUCER_LOCK])
         self.get_side = (self.fill, self.free, *LOCK_OPS[CONSUMER_LOCK])
@@ -222,6 +228,7 @@ class Segment:
         item_size: int,
         raw: bool = False,
         typed: tuple[np.dtype[Any], tuple[int, ...]] | None = None,
+        spare_slots: int = 0,
     ) -> Segment:
         """Create, initialise and publish a new segment.
 
@@ -236,7 +243,8 @@ class Segment:
         path = os.path.join(SHM_DIR, base)
         if os.path.lexists(path):
             raise _exists_error(name, run_id, path)
-        size = L.segment_size(capacity, item_size)
+        geometry = L.geometry(capacity, item_size, spare_slots)
+        size = geometry["size"]
         nonce = secrets.randbits(64)
         made: list[posix_ipc.Semaphore] = []
         tmp_path = os.path.join(SHM_DIR, temp_name(base, nonce))
@@ -267,8 +275,9 @@ class Segment:
                     h["shape"][: len(typed[1])] = typed[1]
                 h["capacity"] = capacity
                 h["item_size"] = item_size
-                h["slot_size"] = L.slot_dtype(item_size).itemsize
-                h["slots_offset"] = L.HEADER_SIZE
+                h["spare_slots"] = spare_slots
+                for field in ("ring_offset", "slots_offset", "slot_size"):
+                    h[field] = geometry[field]
                 h["nonce"] = nonce
                 h["creator_pid"] = os.getpid()
                 h["creator_start"] = process_start_time(os.getpid()) or 0
@@ -334,23 +343,20 @@ class Segment:
             try:
                 h = np.ndarray((), L.HEADER_DTYPE, buffer=mm)
                 magic, version = int(h["magic"]), int(h["version"])
-                capacity, item_size = int(h["capacity"]), int(h["item_size"])
+                fields = {f: int(h[f]) for f in L.IDX}
                 del h
                 if magic != L.MAGIC:
                     raise IncompatibleQueueError(f"{path} is not a shared_queue segment")
-                if not (0 < capacity <= SEM_VALUE_MAX and 0 < item_size < 2**32):
-                    raise IncompatibleQueueError(
-                        f"{path} has an invalid header: capacity={capacity}, item_size={item_size}"
-                    )
                 if version != L.VERSION:
                     raise IncompatibleQueueError(
                         f"queue {describe(name, run_id)} has layout version {version}; "
                         f"this shared_queue reads version {L.VERSION}"
                     )
-                if size != L.segment_size(capacity, item_size):
+                problem = L.geometry_error(fields, size)
+                if problem is not None:
                     raise IncompatibleQueueError(
-                        f"queue {describe(name, run_id)}: segment size {size} does not match "
-                        f"capacity={capacity}, item_size={item_size}"
+                        f"queue {describe(name, run_id)} ({path}) has an inconsistent header: "
+                        f"{problem}"
                     )
                 try:
                     return cls(fd, mm, path, base)

@@ -13,6 +13,7 @@ Two kinds of primitive, chosen for what each survives (see docs/design.md#crash-
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import importlib
 import os
@@ -39,6 +40,47 @@ LOCK_OPS: Final = {
 }
 SETLKW: Final[int] = fcntl.F_OFD_SETLKW  # Linux-only constants
 SETLK: Final[int] = fcntl.F_OFD_SETLK
+
+
+_BACKOFF_FIRST: Final = 20e-6  # seconds; a lock is normally held for microseconds
+_BACKOFF_MAX: Final = 2e-3
+
+
+def lock(fd: int, op: bytes, deadline: float | None) -> bool:
+    """Take the OFD lock ``op`` through ``fd`` by ``deadline`` (monotonic); True if taken.
+
+    ``deadline=None`` waits as long as it takes, asleep in the kernel. With a deadline, a
+    busy lock is retried with a backoff from 20 us to 2 ms, because Linux has no timed OFD
+    lock: a holder that is stopped (SIGSTOP) or descheduled must not stretch the caller's
+    timeout. An uncontended lock is one system call either way.
+    """
+    try:
+        fcntl.fcntl(fd, SETLK, op)
+        return True
+    except OSError as exc:
+        if exc.errno not in (errno.EAGAIN, errno.EACCES):
+            raise
+    if deadline is None:
+        fcntl.fcntl(fd, SETLKW, op)  # EINTR is retried by Python (PEP 475)
+        return True
+    pause = _BACKOFF_FIRST
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(pause, left))
+        pause = min(2 * pause, _BACKOFF_MAX)
+        try:
+            fcntl.fcntl(fd, SETLK, op)
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+
+
+def unlock(fd: int, op: bytes) -> None:
+    """Release an OFD lock taken with ``lock``."""
+    fcntl.fcntl(fd, SETLK, op)
 
 
 def wait(sem: posix_ipc.Semaphore, timeout: float) -> bool:

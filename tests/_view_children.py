@@ -250,3 +250,43 @@ def put_view_then(conn: Connection, name: str, ri: float, value: int, then: str,
     del arr
     conn.send(("released", values, writeable))
     q.close()
+
+
+# -- the plain loops of issue 10: the arrays stay bound after their blocks ------------------------
+@_reporting
+def plain_put_view_loop(conn: Connection, name: str, ri: float, base: int, n: int) -> None:
+    """put_view ``base .. base + n - 1`` with ``arr`` still bound between iterations."""
+    q = _attach(name, ri)
+    for k in range(n):
+        with q.put_view(timeout=TIMEOUT) as arr:
+            arr[...] = base + k
+    conn.send(("done", int(arr.reshape(-1)[0])))
+    q.close()
+
+
+@_reporting
+def plain_get_view_loop(conn: Connection, name: str, ri: float) -> None:
+    """get_view until a negative item, with ``frame`` still bound when the next get_view waits.
+
+    Before each get_view, the previous (stale) frame must still show its own item, whatever
+    passed through the queue since.
+    """
+    q = _attach(name, ri)
+    got: list[int] = []
+    frame = None
+    last = 0
+    stale_checks = 0
+    while True:
+        if frame is not None:
+            assert int(frame.reshape(-1)[0]) == last and (frame == last).all(), (
+                f"a kept frame of item {last} shows {frame.tolist()}"
+            )
+            stale_checks += 1
+        with q.get_view(timeout=TIMEOUT) as frame:
+            last = int(frame.reshape(-1)[0])
+            assert (frame == last).all(), f"torn item: {frame.tolist()}"
+        if last < 0:
+            break
+        got.append(last)
+    conn.send(("done", got, stale_checks))
+    q.close()

@@ -24,34 +24,39 @@ EXPECTED_HEADER = {
     "creator_pid": (56, "<i8"),
     "creator_start": (64, "<u8"),
     "created_ns": (72, "<u8"),
-    # producer cache line
+    "spare_slots": (80, "<u8"),
+    "ring_offset": (88, "<u8"),
+    # producer cache lines
     "tail": (128, "<u8"),
-    "puts": (136, "<u8"),
-    "bytes_in": (144, "<u8"),
-    "put_waits": (152, "<u8"),
-    "put_wait_ns": (160, "<u8"),
-    "high_water": (168, "<u8"),
-    "batch_wait_until": (176, "<u8"),
-    "committed": (184, "<u8"),
+    "reserved": (136, "<u8"),
+    "allocs": (144, "<u8"),
+    "cursor": (152, "<u8"),
+    "puts": (160, "<u8"),
+    "bytes_in": (168, "<u8"),
+    "high_water": (176, "<u8"),
+    "room_wait_until": (184, "<u8"),
+    "put_waits": (192, "<u8"),
+    "put_wait_ns": (200, "<u8"),
     # consumer cache line
-    "head": (192, "<u8"),
-    "gets": (200, "<u8"),
-    "bytes_out": (208, "<u8"),
-    "get_waits": (216, "<u8"),
-    "get_wait_ns": (224, "<u8"),
-    "freed": (232, "<u8"),
-    "name": (256, "|S128"),
-    "run_id": (384, "|S128"),
-    "dtype": (512, "|S1024"),
-    "ndim": (1536, "<u8"),
-    "shape": (1544, "|V256"),
+    "head": (256, "<u8"),
+    "gets": (264, "<u8"),
+    "bytes_out": (272, "<u8"),
+    "get_waits": (280, "<u8"),
+    "get_wait_ns": (288, "<u8"),
+    "releases": (296, "<u8"),
+    "sweep": (304, "<u8"),
+    "name": (384, "|S128"),
+    "run_id": (512, "|S128"),
+    "dtype": (640, "|S1024"),
+    "ndim": (1664, "<u8"),
+    "shape": (1672, "|V256"),
 }
 
 PRODUCER_LINE = [
-    "tail", "puts", "bytes_in", "put_waits", "put_wait_ns", "high_water", "batch_wait_until",
-    "committed",
+    "tail", "reserved", "allocs", "cursor", "puts", "bytes_in", "high_water", "room_wait_until",
+    "put_waits", "put_wait_ns",
 ]  # fmt: skip
-CONSUMER_LINE = ["head", "gets", "bytes_out", "get_waits", "get_wait_ns", "freed"]
+CONSUMER_LINE = ["head", "gets", "bytes_out", "get_waits", "get_wait_ns", "releases", "sweep"]
 
 
 def _fields() -> dict[str, tuple[int, str]]:
@@ -93,8 +98,8 @@ def test_docstring_diagram_matches_dtype() -> None:
     # Fields drawn individually on the first lines of the diagram.
     assert set(drawn) == {
         "magic", "version", "flags", "capacity", "item_size", "slot_size", "slots_offset",
-        "nonce", "creator_pid", "creator_start", "created_ns", "name", "run_id",
-        "dtype", "ndim", "shape",
+        "nonce", "creator_pid", "creator_start", "created_ns", "spare_slots", "ring_offset",
+        "name", "run_id", "dtype", "ndim", "shape",
     }  # fmt: skip
     for off, name, typ in triples:
         offset, _ = fields[name]
@@ -120,14 +125,14 @@ def test_producer_and_consumer_lines_are_separate_cache_lines() -> None:
     prod = {fields[n][0] // 64 for n in PRODUCER_LINE}
     cons = {fields[n][0] // 64 for n in CONSUMER_LINE}
     static = {fields[n][0] // 64 for n in ("magic", "capacity", "item_size", "created_ns")}
-    assert len(prod) == 1 and len(cons) == 1
-    assert prod != cons
+    assert len(cons) == 1
+    assert not prod & cons
     assert not (prod | cons) & static
 
 
 def test_magic_spells_the_format_tag() -> None:
     assert L.MAGIC.to_bytes(8, "little") == b"QSQSHMQ1"
-    assert L.VERSION == 1
+    assert L.VERSION == 2
 
 
 def test_idx_indexes_every_u8_field_of_a_q_view() -> None:
@@ -137,9 +142,9 @@ def test_idx_indexes_every_u8_field_of_a_q_view() -> None:
     for name, idx in L.IDX.items():
         assert idx * 8 == fields[name][0], name
     assert L.IDX["tail"] == 16
-    assert L.IDX["head"] == 24
-    assert L.IDX["high_water"] == 21
-    assert L.IDX["get_wait_ns"] == 28
+    assert L.IDX["head"] == 32
+    assert L.IDX["high_water"] == 22
+    assert L.IDX["get_wait_ns"] == 36
 
 
 def test_idx_reads_what_numpy_writes() -> None:
@@ -180,18 +185,70 @@ def test_slot_dtype(item_size: int) -> None:
     assert dt.itemsize < 64 + item_size + 64  # no more than one line of padding
 
 
+def test_slot_field_offsets_come_from_the_dtype() -> None:
+    fields = L.slot_dtype(100).fields
+    assert fields is not None
+    for name in ("length", "state", "owner", "pin", "blob"):
+        assert getattr(L, f"{name.upper()}_OFFSET") == fields[name][1], name
+    # length and state share the first 8-byte word; owner and pin are 8-byte aligned
+    assert (L.LENGTH_OFFSET, L.STATE_OFFSET) == (0, 4)
+    assert L.OWNER_OFFSET % 8 == 0 and L.PIN_OFFSET % 8 == 0
+
+
 @pytest.mark.parametrize(
-    ("capacity", "item_size"), [(1, 1), (1, 4096), (1000, 4096), (7, 100), (3, 64)]
+    ("capacity", "item_size", "spare"),
+    [(1, 1, 0), (1, 4096, 2), (1000, 4096, 0), (7, 100, 3), (3, 64, 1), (17, 64, 0)],
 )
-def test_segment_size(capacity: int, item_size: int) -> None:
+def test_segment_size(capacity: int, item_size: int, spare: int) -> None:
     slot = 64 + L.round_up(item_size)
-    assert L.segment_size(capacity, item_size) == 4096 + capacity * slot
-    assert L.segment_size(capacity, item_size) % 64 == 0
+    ring = L.round_up(4 * capacity)  # one u4 slot index per item, padded to a cache line
+    assert L.segment_size(capacity, item_size, spare) == 4096 + ring + (capacity + spare) * slot
+    g = L.geometry(capacity, item_size, spare)
+    assert (g["ring_offset"], g["slots_offset"], g["slot_size"]) == (4096, 4096 + ring, slot)
+    assert g["size"] % 64 == 0
 
 
 def test_default_queue_segment_size() -> None:
-    # capacity=1000, item_size=4096: the original defaults.
-    assert L.segment_size(1000, 4096) == 4096 + 1000 * 4160
+    # capacity=1000, item_size=4096: the original defaults; a pickle queue has no spare slots.
+    assert L.default_spare_slots(raw=False) == 0
+    assert L.segment_size(1000, 4096) == 4096 + 4032 + 1000 * 4160
+
+
+def _header(capacity: int, item_size: int, spare: int) -> dict[str, int]:
+    g = L.geometry(capacity, item_size, spare)
+    return {"capacity": capacity, "item_size": item_size, "spare_slots": spare, **g}
+
+
+def test_geometry_error_accepts_what_geometry_makes() -> None:
+    h = _header(5, 300, 2)
+    assert L.geometry_error(h, h["size"]) is None
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("slot_size", 64,
+         r"^slot_size=64 \(capacity=5, item_size=300, spare_slots=2 make it 384\)$"),
+        ("slots_offset", 4096, r"^slots_offset=4096 .* make it 4160\)$"),
+        ("ring_offset", 0, r"^ring_offset=0 .* make it 4096\)$"),
+        ("capacity", 0, r"^capacity=0, item_size=300, spare_slots=2 out of range$"),
+        ("item_size", 2**31, r"^capacity=5, item_size=2147483648, spare_slots=2 out of range$"),
+        ("spare_slots", 3, r"^slot_size=384 .*|^file size"),
+    ],
+)
+def test_geometry_error_names_the_field(field: str, value: int, message: str) -> None:
+    h = _header(5, 300, 2)
+    size = h["size"]
+    h[field] = value
+    problem = L.geometry_error(h, size)
+    assert problem is not None and re.match(message, problem), problem
+
+
+def test_geometry_error_checks_the_file_size() -> None:
+    h = _header(5, 300, 2)
+    assert L.geometry_error(h, h["size"] + 64) == (
+        f"file size {h['size'] + 64} (the header's fields make it {h['size']})"
+    )
 
 
 # -- names ----------------------------------------------------------------------------------

@@ -80,10 +80,14 @@ def value(arr: np.ndarray[Any, Any]) -> int:
     return v
 
 
-def typed(make_queue: Any, capacity: int = 4, ri: float = RI) -> SharedMemoryQueue:
+def typed(
+    make_queue: Any, capacity: int = 4, ri: float = RI, spare_slots: int = 0
+) -> SharedMemoryQueue:
+    """A typed queue; with no spare slots (unlike the default) every held view costs room."""
     q: SharedMemoryQueue = make_queue(
-        capacity=capacity, dtype=np.int64, shape=SHAPE, recovery_interval=ri
-    )
+        capacity=capacity, dtype=np.int64, shape=SHAPE, recovery_interval=ri,
+        spare_slots=spare_slots,
+    )  # fmt: skip
     return q
 
 
@@ -418,14 +422,17 @@ def test_derived_arrays_keep_the_slot(make_queue: Any) -> None:
     assert_healthy(q)
 
 
-def test_kept_get_view_shows_its_own_item_after_other_traffic(make_queue: Any) -> None:
-    q = typed(make_queue, capacity=8)
+@pytest.mark.parametrize("spare_slots", [0, 1, 2])
+def test_kept_get_view_shows_its_own_item_after_other_traffic(
+    make_queue: Any, spare_slots: int
+) -> None:
+    """3 x capacity items pass, by every kind of put and get, while a view is kept; with a
+    spare slot the kept view costs no room, without one it costs its own slot only."""
+    q = typed(make_queue, capacity=4, spare_slots=spare_slots)
     q.put(item(42))
     with q.get_view() as kept:
         pass
-    # Each of the other slots once, by every kind of put and get. (No more: while a view is
-    # kept, `freed` cannot pass its slot, so the slots behind it come back only with it.)
-    for i in range(q.capacity - 1):
+    for i in range(3 * q.capacity):
         if i % 2:
             q.put(item(i))
             assert view_value(q) == i
@@ -433,8 +440,7 @@ def test_kept_get_view_shows_its_own_item_after_other_traffic(make_queue: Any) -
             put_view_value(q, i)
             assert value(q.get()) == i
         assert value(kept) == 42
-    with pytest.raises(shared_queue.Full):
-        put_view_value(q, 99, block=False)
+    assert room(q) == (q.capacity if spare_slots else q.capacity - 1)
     assert value(kept) == 42
     del kept
     gc.collect()
@@ -477,12 +483,14 @@ def test_several_views_held_at_once(make_queue: Any) -> None:
     assert_healthy(q)
 
 
+@pytest.mark.parametrize("spare_slots", [0, 2])
 @pytest.mark.parametrize("kind", ["get_view", "put_view"])
-def test_a_kept_view_holds_back_the_slots_after_it(kind: str, make_queue: Any) -> None:
-    """As docs/design.md says: `freed` advances in order, so a held slot keeps the slots after
-    it out of the ring too; capacity - 1 items pass, then producers wait for the view to go.
-    (For a pinned put_view array as for a get_view; docs/raw-mode.md names only get_view.)"""
-    q = typed(make_queue, capacity=4)
+def test_a_kept_view_holds_back_nothing_but_its_slot(
+    kind: str, spare_slots: int, make_queue: Any
+) -> None:
+    """Slots are not reused in ring order: the slots around a held one keep circulating, and
+    with a spare slot the queue still takes its whole capacity (docs/design.md)."""
+    q = typed(make_queue, capacity=4, spare_slots=spare_slots)
     if kind == "get_view":
         q.put(item(7))
         with q.get_view() as kept:
@@ -491,12 +499,15 @@ def test_a_kept_view_holds_back_the_slots_after_it(kind: str, make_queue: Any) -
         with q.put_view() as kept:
             kept[...] = 7
         assert value(q.get()) == 7
-    for v in range(q.capacity - 1):
-        q.put_nowait(item(v))
-    assert drain(q) == [0, 1, 2]
-    assert q.empty()
-    with pytest.raises(shared_queue.Full):  # consumed, but behind the held slot
-        q.put_nowait(item(3))
+    for rnd in range(3):
+        n = q.capacity if spare_slots else q.capacity - 1
+        for v in range(n):
+            q.put_nowait(item(10 * rnd + v))
+        assert q.full() and q.qsize() == n
+        with pytest.raises(shared_queue.Full):
+            q.put_nowait(item(99))
+        assert drain(q) == [10 * rnd + v for v in range(n)]
+        assert q.empty()
     assert value(kept) == 7
     del kept
     gc.collect()
@@ -575,9 +586,9 @@ def test_put_view_raising_discards_the_item(make_queue: Any) -> None:
     assert_healthy(q)
 
 
-def test_put_view_raising_holds_its_slot_until_passed(make_queue: Any) -> None:
-    """A discarded put_view keeps its slot (its array may still be referenced) until a consumer
-    passes it; then the whole capacity is back (documented in the put_view docstring)."""
+def test_put_view_raising_gives_back_its_ring_entry_at_once(make_queue: Any) -> None:
+    """A discarded put_view is not an item: qsize does not count it, the ring entry it had
+    reserved is free again at once, and its slot only while its array lives."""
     q = typed(make_queue, capacity=2)
     try:
         with q.put_view() as arr:
@@ -586,15 +597,39 @@ def test_put_view_raising_holds_its_slot_until_passed(make_queue: Any) -> None:
     except RuntimeError:
         pass
     assert not arr.flags.writeable
+    assert q.qsize() == 0 and q.empty()
+    q.put_nowait(item(1))
+    assert q.full()  # no spare slot: the discarded array still views the other one ...
+    with pytest.raises(shared_queue.Full):
+        q.put_nowait(item(2))
+    assert value(arr) == 666
     del arr
     gc.collect()
-    q.put_nowait(item(1))
-    with pytest.raises(queue.Full):
-        q.put_nowait(item(2))
-    assert drain(q) == [1]  # the get passed the discarded slot and freed it
-    q.put_nowait(item(2))
-    q.put_nowait(item(3))
-    assert drain(q) == [2, 3]
+    assert not q.full()
+    q.put_nowait(item(2))  # ... until it is gone
+    assert q.full() and q.qsize() == 2
+    assert drain(q) == [1, 2]
+    assert_healthy(q)
+
+
+@pytest.mark.parametrize("capacity", [1, 2])
+def test_repeated_discards_never_block(make_queue: Any, capacity: int) -> None:
+    """More discarded put_views than there are slots, each array kept until the next: no
+    put_view waits, nothing is counted, the queue stays whole."""
+    q = typed(make_queue, capacity=capacity, spare_slots=2)
+    arr = None
+    for i in range(5 * (q.capacity + 2)):
+        try:
+            with q.put_view(block=False) as arr:
+                arr[...] = i
+                raise RuntimeError("discard")
+        except RuntimeError:
+            pass
+        assert q.qsize() == 0 and not q.full()
+    assert arr is not None and value(arr) == 5 * (q.capacity + 2) - 1
+    del arr
+    gc.collect()
+    assert_healthy(q)
 
 
 def test_get_nowait_after_a_discarded_put_view(make_queue: Any) -> None:
@@ -671,39 +706,54 @@ def test_fifo_with_every_mix_of_puts_and_gets(make_queue: Any) -> None:
     assert_healthy(q)
 
 
-def test_open_put_view_holds_back_later_items(make_queue: Any) -> None:
+def test_open_put_view_holds_back_nothing(make_queue: Any) -> None:
+    """Items put while a put_view is open flow past it; its item is queued when its block
+    exits, and wakes a get that waits for it."""
     q = typed(make_queue, capacity=4, ri=NO_RECOVERY)
     q.put(item(1))
     with q.put_view() as arr:
-        q.put(item(3))  # behind the open put_view
+        q.put(item(3))
+        assert q.qsize() == 2
         assert view_value(q, block=False) == 1
+        assert value(q.get_nowait()) == 3
         with pytest.raises(shared_queue.Empty):
             q.get_nowait()
-        with pytest.raises(shared_queue.Empty):
-            q.get_view(timeout=0.1).__enter__()
-        consumer = Bg(lambda: [value(q.get(timeout=TIMEOUT)), view_value(q, timeout=TIMEOUT)])
+        consumer = Bg(lambda: view_value(q, timeout=TIMEOUT))
         consumer.quiet()
         arr[...] = 2
         t_publish = time.monotonic()
-    assert consumer.join() == [2, 3]
+    assert consumer.join() == 2
     assert consumer.t_done - t_publish < PROMPT
     del arr
     gc.collect()
     assert_healthy(q)
 
 
-def test_nested_put_views_publish_in_claim_order(make_queue: Any) -> None:
+def test_open_put_views_count_against_capacity(make_queue: Any) -> None:
+    """An open put_view has its ring entry reserved, so its exit never waits."""
+    q = typed(make_queue, capacity=2, spare_slots=2)
+    with q.put_view() as first:
+        q.put(item(1))
+        assert q.full() and q.qsize() == 1
+        with pytest.raises(shared_queue.Full):
+            q.put_nowait(item(2))
+        first[...] = 0
+    assert drain(q) == [1, 0]
+    del first
+    gc.collect()
+    assert_healthy(q)
+
+
+def test_nested_put_views_queue_in_exit_order(make_queue: Any) -> None:
     q = typed(make_queue, capacity=4)
     with q.put_view() as first:
         first[...] = 1
         q.put(item(2))
         with q.put_view() as third:
             third[...] = 3
-        assert q.qsize() == 0  # 2 and 3 wait behind the open first slot
-        with pytest.raises(shared_queue.Empty):
-            q.get_nowait()
+        assert q.qsize() == 2  # 2 and 3 are queued; 1 is not, its block is open
     assert q.qsize() == 3
-    assert [view_value(q), value(q.get()), view_value(q)] == [1, 2, 3]
+    assert [view_value(q), value(q.get()), view_value(q)] == [2, 3, 1]
     del first, third
     gc.collect()
     assert_healthy(q)
@@ -795,6 +845,37 @@ def test_many_producers_and_consumers_holding_views(how: str, make_queue: Any, q
     ]
 
 
+# -- the plain loop never deadlocks (issue 10) ----------------------------------------------------
+@pytest.mark.parametrize(("capacity", "consumers"), [(1, 1), (2, 2), (3, 2)])
+def test_plain_view_loops_never_deadlock(
+    make_queue: Any, qname: str, capacity: int, consumers: int, children: Callable[..., Child]
+) -> None:
+    """Producers and consumers that keep their last array bound while the next put_view or
+    get_view waits (``with q.get_view() as frame:`` in a loop) run to the end with the
+    default spare slots, every item exactly once, and no kept frame ever changes."""
+    # NO_RECOVERY: every wake-up must come from a post; a lost one stalls past the timeout.
+    ri = NO_RECOVERY
+    q = make_queue(capacity=capacity, dtype=np.int64, shape=SHAPE, recovery_interval=ri)
+    assert q._seg is not None and q._seg.spare_slots == 2
+    n = 200
+    producers = [children(vc.plain_put_view_loop, qname, ri, 10_000 * (p + 1), n)
+                 for p in range(2)]  # fmt: skip
+    takers = [children(vc.plain_get_view_loop, qname, ri) for _ in range(consumers)]
+    for p, child in enumerate(producers):
+        assert child.expect("done")[1] == 10_000 * (p + 1) + n - 1
+        child.finish()
+    for _ in takers:
+        q.put(item(-1), timeout=TIMEOUT)  # one stop item each: a get_view takes one item
+    got: list[int] = []
+    for child in takers:
+        _, values, stale_checks = child.expect("done")
+        got += values
+        assert stale_checks == len(values)
+        child.finish()
+    assert sorted(got) == [10_000 * (p + 1) + k for p in range(2) for k in range(n)]
+    assert_healthy(q)
+
+
 # -- across processes ------------------------------------------------------------------------------
 def test_parent_put_view_child_get_view(
     make_queue: Any, qname: str, ctx: Any, children: Callable[..., Child]
@@ -863,21 +944,20 @@ def test_killed_holding_a_get_view(
 def test_killed_inside_an_open_put_view(
     make_queue: Any, qname: str, children: Callable[..., Child]
 ) -> None:
-    """The items behind it arrive within recovery_interval; its half item never does."""
-    q = typed(make_queue, capacity=4)
+    """Items flow past it meanwhile; its ring entry and slot come back within
+    recovery_interval of the kill; its half item is never delivered."""
+    q = typed(make_queue, capacity=2)
     child = children(vc.put_view_then, qname, RI, 666, "open", None)
     child.expect("reached")
     q.put(item(1))
-    put_view_value(q, 2)
-    with pytest.raises(shared_queue.Empty):
-        q.get_nowait()
-    consumer = Bg(lambda: [view_value(q, timeout=TIMEOUT), value(q.get(timeout=TIMEOUT))])
-    consumer.quiet()  # across a recovery check: a live writer is not recovered
+    assert value(q.get_nowait()) == 1
+    q.put(item(2))
+    producer = Bg(q.put, item(3), True, TIMEOUT)
+    producer.quiet()  # across a recovery check: a live writer keeps its entry
     t_killed = child.kill()
-    assert consumer.join() == [1, 2]
-    _within_recovery(consumer.t_done, t_killed, "the blocked gets")
-    with pytest.raises(shared_queue.Empty):
-        q.get_nowait()
+    producer.join()
+    _within_recovery(producer.t_done, t_killed, "the blocked put")
+    assert drain(q) == [2, 3]
     assert_healthy(q)
 
 
