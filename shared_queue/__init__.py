@@ -4,4 +4,4 @@ from ._errors import Empty, Full, IncompatibleQueueError
 from ._queue import SharedMemoryQueue
 
 __all__ = ["Empty", "Full", "IncompatibleQueueError", "SharedMemoryQueue"]
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -25,19 +25,14 @@ import numpy.typing as npt
 import posix_ipc
 
 from . import _layout as L
-from . import _ring, _sync
+from . import _metrics, _ring, _sync
 from ._async import SemWaiter
 from ._errors import Empty, Full
 from ._names import describe
 from ._segment import SEM_VALUE_MAX, Segment
 from ._serialize import Parts, PickleCodec, RawCodec, descriptor, payload_size
 
-_TAIL, _HEAD, _RESERVED = L.IDX["tail"], L.IDX["head"], L.IDX["reserved"]
-_ROOM_WAIT, _SWEEP = L.IDX["room_wait_until"], L.IDX["sweep"]
-_PUTS, _BYTES_IN, _HIGH = L.IDX["puts"], L.IDX["bytes_in"], L.IDX["high_water"]
-_PUT_WAITS, _PUT_WAIT_NS = L.IDX["put_waits"], L.IDX["put_wait_ns"]
-_GETS, _BYTES_OUT = L.IDX["gets"], L.IDX["bytes_out"]
-_GET_WAITS, _GET_WAIT_NS = L.IDX["get_waits"], L.IDX["get_wait_ns"]
+_RESERVED, _ROOM_WAIT, _SWEEP = (L.IDX[f] for f in ("reserved", "room_wait_until", "sweep"))
 _PRODUCER = _sync.LOCK_OPS[_sync.PRODUCER_LOCK]
 _CONSUMER = _sync.LOCK_OPS[_sync.CONSUMER_LOCK]
 
@@ -482,7 +477,7 @@ class SharedMemoryQueue:
     # -- state ------------------------------------------------------------------------------
     def qsize(self) -> int:
         """Return the number of items a get can take (approximate while others operate)."""
-        return _ring.size(self._segment())
+        return _metrics.queue_size(self._segment().fields)
 
     def empty(self) -> bool:
         """Return whether a get_nowait would find no item (approximate while others operate)."""
@@ -501,27 +496,11 @@ class SharedMemoryQueue:
         """Return a snapshot of the queue's size and cumulative counters.
 
         Keys: queue_size, queue_capacity, queue_utilization_percent, queue_item_size_bytes
-        (as in the original API), and total_puts, total_gets, bytes_in, bytes_out,
-        high_water_mark, put_waits, put_wait_seconds, get_waits, get_wait_seconds.
+        (as in the original API), spare_slots, and total_puts, total_gets, bytes_in,
+        bytes_out, high_water_mark, put_waits, put_wait_seconds, get_waits, get_wait_seconds
+        (docs/cli.md#the-record says what each means; ``stat --json`` prints the same).
         """
-        seg = self._segment()
-        hdr = seg.hdr
-        size = _ring.size(seg)
-        return {
-            "queue_size": size,
-            "queue_capacity": self._capacity,
-            "queue_utilization_percent": 100.0 * size / self._capacity,
-            "queue_item_size_bytes": self._item_size,
-            "total_puts": hdr[_PUTS],
-            "total_gets": hdr[_GETS],
-            "bytes_in": hdr[_BYTES_IN],
-            "bytes_out": hdr[_BYTES_OUT],
-            "high_water_mark": hdr[_HIGH],
-            "put_waits": hdr[_PUT_WAITS],
-            "put_wait_seconds": hdr[_PUT_WAIT_NS] / 1e9,
-            "get_waits": hdr[_GET_WAITS],
-            "get_wait_seconds": hdr[_GET_WAIT_NS] / 1e9,
-        }
+        return _metrics.record(self._segment().fields)
 
     # -- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:

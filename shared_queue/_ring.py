@@ -364,9 +364,3 @@ def reclaim(seg: Segment, recover: bool) -> int:
         hdr[_RESERVED] = writing
     return gained
 
-
-def size(seg: Segment) -> int:
-    """Return the number of items a get can take, 0 to capacity (exact when nobody operates)."""
-    hdr = seg.hdr
-    n: int = hdr[_TAIL] - hdr[_HEAD]
-    return 0 if n < 0 else seg.capacity if n > seg.capacity else n

@@ -32,6 +32,7 @@ import posix_ipc
 
 from . import _layout as L
 from ._errors import IncompatibleQueueError
+from ._metrics import HeaderView
 from ._names import SHM_DIR, base_name, describe, temp_name
 from ._names import sem_names as _sem_names
 from ._serialize import dtype_from_bytes, dtype_to_bytes
@@ -150,6 +151,7 @@ class Segment:
         # Cached views for the hot path (a numpy field access costs about 10x more).
         self.buf = memoryview(mm)
         self.hdr = self.buf[: L.HEADER_SIZE].cast("Q")
+        self.fields = HeaderView(self.hdr)  # the header's 8-byte fields by name
         self.ring = self.buf[ring_offset : ring_offset + self.capacity * L.RING_DTYPE.itemsize]
         self.ring = self.ring.cast("I")
         self.u32 = self.buf.cast("I")

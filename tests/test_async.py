@@ -774,3 +774,27 @@ def test_close_does_not_hang_when_others_wait_on_the_same_semaphore(
         peer.close()
     assert got == ["release the sleeper"]
     assert took < CLOSE_BOUND, f"close() and the ValueError took {took:.2f} s"
+
+
+@pytest.mark.parametrize("side", ["put", "get"])
+def test_an_awaited_wait_counts_in_the_metrics(make_queue: Any, side: str) -> None:
+    """put_async/get_async that had to wait count in put_waits/get_waits and their seconds,
+    as a blocking put/get does, so back-pressure shows in an asyncio pipeline."""
+    q: SharedMemoryQueue = make_queue(capacity=1, item_size=64)
+    if side == "put":
+        q.put("full")
+
+    async def scenario() -> None:
+        op = q.put_async("x", timeout=TIMEOUT) if side == "put" else q.get_async(TIMEOUT)
+        task = asyncio.ensure_future(op)
+        await wait_blocked_async(q)
+        unblock = q.get if side == "put" else (lambda: q.put("y"))
+        await asyncio.to_thread(unblock)
+        await task
+
+    run(scenario())
+    metrics = q.get_metrics()
+    waits, seconds = metrics[f"{side}_waits"], metrics[f"{side}_wait_seconds"]
+    other = "get" if side == "put" else "put"
+    assert (waits, metrics[f"{other}_waits"]) == (1, 0)
+    assert seconds > 0

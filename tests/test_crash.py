@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import pickle
 import random
+import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -356,3 +357,46 @@ def test_put_batch_woken_by_gets_between_check_and_sleep(
     elapsed = t_done - t_room
     assert drain(q) == [10, 11]
     assert elapsed < PROMPT, f"put_batch took {elapsed:.2f} s after the gets made room"
+
+
+@pytest.mark.parametrize("side", ["put", "get"])
+def test_stopped_lock_holder_does_not_stretch_a_timeout(
+    side: str, qname: str, children: Callable[..., Child]
+) -> None:
+    """A lock holder that is alive but stopped (SIGSTOP) holds its lock; a timed put or get
+    waiting for that lock still returns by its deadline, and a non-blocking one within one
+    recovery_interval; once the holder is killed the queue works at once."""
+    capacity = 2
+    q = shared_queue.SharedMemoryQueue(qname, create=True, capacity=capacity, item_size=512,
+                                       recovery_interval=FAST_RI)  # fmt: skip
+    try:
+        for seq in (1, 2):
+            q.put(item(seq))
+        if side == "put":
+            assert cc.check_item(q.get()) == 1  # room for the holder's put and for ours
+        holder = children(cc.crash_op, qname, FAST_RI, side, item(10) if side == "put" else None,
+                          "mid_copy")  # fmt: skip
+        holder.expect("reached")  # it holds the lock, mid-copy
+        os.kill(holder.proc.pid, signal.SIGSTOP)
+        timeout, tolerance = 0.5, 0.5  # tolerance: scheduling on a loaded 2-core machine
+        op = (lambda: q.put(item(11), timeout=timeout)) if side == "put" else (
+            lambda: q.get(timeout=timeout))  # fmt: skip
+        full_or_empty = shared_queue.Full if side == "put" else shared_queue.Empty
+        t0 = time.monotonic()
+        with pytest.raises(full_or_empty):
+            op()
+        assert time.monotonic() - t0 < timeout + tolerance
+        nowait = q.put_nowait if side == "put" else q.get_nowait
+        t0 = time.monotonic()
+        with pytest.raises(full_or_empty):
+            nowait(*([item(12)] if side == "put" else []))  # type: ignore[operator]
+        assert time.monotonic() - t0 < FAST_RI + tolerance
+        holder.kill()
+        if side == "put":
+            q.put_nowait(item(11))
+            assert drain(q) == [2, 11]
+        else:
+            assert drain(q) == [1, 2]
+        assert_healthy(q)
+    finally:
+        q.close()

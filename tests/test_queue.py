@@ -993,6 +993,7 @@ def test_metrics_of_a_new_queue(make_queue: MakeQueue) -> None:
         "queue_capacity": 4,
         "queue_utilization_percent": 0.0,
         "queue_item_size_bytes": 256,
+        "spare_slots": 0,
         "total_puts": 0,
         "total_gets": 0,
         "bytes_in": 0,
@@ -1290,3 +1291,45 @@ def test_wrong_segment_size_raises_incompatible(make_queue: MakeQueue, qname: st
     )
     with pytest.raises(IncompatibleQueueError, match=pattern):
         SharedMemoryQueue(qname)
+
+
+@pytest.mark.parametrize("call", ["put", "get", "put_batch", "get_batch"])
+def test_nan_timeout_raises_value_error(make_queue: MakeQueue, call: str) -> None:
+    q = make_queue(capacity=2, item_size=64)
+    q.put("a")
+    fn = {
+        "put": lambda: q.put("b", timeout=float("nan")),
+        "get": lambda: q.get(timeout=float("nan")),
+        "put_batch": lambda: q.put_batch(["b"], timeout=float("nan")),
+        "get_batch": lambda: q.get_batch(2, timeout=float("nan")),
+    }[call]
+    with pytest.raises(ValueError, match=r"^'timeout' must be a non-negative number$"):
+        fn()
+    assert q.qsize() == 1 and q.get_nowait() == "a"
+
+
+def test_attach_with_a_contradicting_mode_raises(make_queue: MakeQueue, qname: str) -> None:
+    import numpy as np
+
+    make_queue(capacity=2, item_size=64)  # a pickle queue
+    with pytest.raises(ValueError, match=rf"^queue '{esc(qname)}' is pickle, not raw "):
+        SharedMemoryQueue(qname, raw=True)
+    with pytest.raises(ValueError, match=rf"^queue '{esc(qname)}' is pickle, not typed "
+                                         r"\(float32 of shape \(3,\)\)$"):  # fmt: skip
+        SharedMemoryQueue(qname, dtype=np.float32, shape=3)
+    q = SharedMemoryQueue(qname)  # no mode asked: the queue's own
+    q.close()
+
+
+def test_attach_to_a_typed_queue_checks_dtype_and_shape(make_queue: MakeQueue, qname: str) -> None:
+    import numpy as np
+
+    make_queue(capacity=2, dtype=np.int16, shape=(2, 3))
+    pattern = (rf"^queue '{esc(qname)}' is typed \(int16 of shape \(2, 3\)\), "
+               r"not typed \(int16 of shape \(3, 2\)\)$")  # fmt: skip
+    with pytest.raises(ValueError, match=pattern):
+        SharedMemoryQueue(qname, dtype=np.int16, shape=(3, 2))
+    for ok in ({"raw": True}, {"dtype": np.int16, "shape": (2, 3)}, {}):
+        q = SharedMemoryQueue(qname, **ok)  # type: ignore[arg-type]
+        assert q.raw and q.shape == (2, 3)
+        q.close()

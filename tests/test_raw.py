@@ -931,9 +931,6 @@ def test_codec_checks_a_descriptor_before_making_an_array(
         codec.decode(taken)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="get_view does not yet release the slot of an undecodable item"
-)
 def test_undecodable_item_in_get_view(
     new_queue: MakeQueue, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -2,11 +2,11 @@
 
 BENCHMARK-ONLY MONKEYPATCH -- "the same design without crash safety".
 
-shared_queue._queue._transfer takes a side's lock with
-    fcntl(fd, F_OFD_SETLKW, LOCK_OPS[side][0])   and releases it with
-    fcntl(fd, F_OFD_SETLK,  LOCK_OPS[side][1])
-through the module-level name `fcntl` of shared_queue._queue.  LockSwap
-replaces that one name, in the benchmark process before the children are
+shared_queue takes a side's lock with
+    _sync.lock(fd, LOCK_OPS[side][0], deadline)   and releases it with
+    _sync.unlock(fd, LOCK_OPS[side][1])
+(OFD byte locks).  LockSwap replaces those two module-level functions of
+shared_queue._sync, in the benchmark process before the children are
 forked (they inherit it), by a function that turns the same calls into
 acquire/release of a named POSIX semaphore mutex per queue and side
 (initial value 1; a holder killed inside the critical section would leave
@@ -41,10 +41,11 @@ def swap_unavailable() -> str | None:
     """None if shared_queue still has the names LockSwap patches, else the reason."""
     import importlib
 
-    qmod = importlib.import_module("shared_queue._queue")
     sync = importlib.import_module("shared_queue._sync")
-    if not callable(getattr(qmod, "fcntl", None)) or not hasattr(sync, "LOCK_OPS"):
-        return "shared_queue._queue.fcntl / _sync.LOCK_OPS not found (lock swap)"
+    if not all(callable(getattr(sync, f, None)) for f in ("lock", "unlock")) or not hasattr(
+        sync, "LOCK_OPS"
+    ):
+        return "shared_queue._sync.lock / unlock / LOCK_OPS not found (lock swap)"
     return None
 
 
@@ -56,7 +57,7 @@ class LockSwap:
             raise ValueError(mode)
         self.mode = mode
         self.sems: dict[str, tuple[Any, Any]] = {}  # queue name -> (producer, consumer) mutex
-        self._real: Callable[..., Any] | None = None
+        self._real: tuple[Callable[..., Any], Callable[..., Any]] | None = None
 
     def add_queue(self, name: str) -> None:
         """In the parent, before the queue is used: create its two mutexes."""
@@ -92,12 +93,13 @@ class LockSwap:
         p_lock, p_unlock = _sync.LOCK_OPS[_sync.PRODUCER_LOCK]
         c_lock, c_unlock = _sync.LOCK_OPS[_sync.CONSUMER_LOCK]
         if self.mode == "shim":
-            real, lk, ulk = self._real, _sync.SETLKW, _sync.SETLK
+            assert self._real is not None
+            lock, unlock = self._real
             ops = {
-                p_lock: partial(real, fd, lk, p_lock),
-                p_unlock: partial(real, fd, ulk, p_unlock),
-                c_lock: partial(real, fd, lk, c_lock),
-                c_unlock: partial(real, fd, ulk, c_unlock),
+                p_lock: partial(lock, fd, p_lock, None),
+                p_unlock: partial(unlock, fd, p_unlock),
+                c_lock: partial(lock, fd, c_lock, None),
+                c_unlock: partial(unlock, fd, c_unlock),
             }
         else:
             path = os.readlink(f"/proc/self/fd/{fd}")  # /dev/shm/<prefix>-<queue name>
@@ -116,23 +118,27 @@ class LockSwap:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
-        """Patch shared_queue._queue.fcntl for the duration (children inherit it by fork)."""
-        import shared_queue._queue as qmod
+        """Patch shared_queue._sync.lock/unlock for the duration (children inherit it by fork)."""
+        import shared_queue._sync as sync
 
-        self._real = real = qmod.fcntl
+        self._real = real = (sync.lock, sync.unlock)
         by_fd, resolve = _LOCK_BY_FD, self._resolve
         by_fd.clear()
 
-        def fcntl(fd: int, cmd: int, op: bytes) -> None:  # same hot path in both modes
+        def call(fd: int, op: bytes) -> None:  # same hot path in both modes
             try:
                 fn = by_fd[fd][op]
             except KeyError:
                 fn = resolve(fd)[op]
             fn()
 
-        qmod.fcntl = fcntl
+        def lock(fd: int, op: bytes, deadline: float | None) -> bool:
+            call(fd, op)
+            return True
+
+        sync.lock, sync.unlock = lock, call  # type: ignore[assignment]
         try:
             yield
         finally:
-            qmod.fcntl = real
+            sync.lock, sync.unlock = real  # type: ignore[assignment]
             by_fd.clear()
