@@ -54,12 +54,8 @@ def lock(fd: int, op: bytes, deadline: float | None) -> bool:
     lock: a holder that is stopped (SIGSTOP) or descheduled must not stretch the caller's
     timeout. An uncontended lock is one system call either way.
     """
-    try:
-        fcntl.fcntl(fd, SETLK, op)
+    if _try_lock(fd, op):
         return True
-    except OSError as exc:
-        if exc.errno not in (errno.EAGAIN, errno.EACCES):
-            raise
     if deadline is None:
         fcntl.fcntl(fd, SETLKW, op)  # EINTR is retried by Python (PEP 475)
         return True
@@ -70,12 +66,18 @@ def lock(fd: int, op: bytes, deadline: float | None) -> bool:
             return False
         time.sleep(min(pause, left))
         pause = min(2 * pause, _BACKOFF_MAX)
-        try:
-            fcntl.fcntl(fd, SETLK, op)
+        if _try_lock(fd, op):
             return True
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
+
+
+def _try_lock(fd: int, op: bytes) -> bool:
+    try:
+        fcntl.fcntl(fd, SETLK, op)
+    except OSError as exc:
+        if exc.errno not in (errno.EAGAIN, errno.EACCES):
+            raise
+        return False
+    return True
 
 
 def unlock(fd: int, op: bytes) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import functools
 import os
 import pickle
 import random
@@ -31,12 +30,12 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import posix_ipc
+from _support import TIMEOUT, reporting
 
 import shared_queue
 from shared_queue import _layout as L
 from shared_queue import _ring
 
-TIMEOUT = 40  # seconds; only reached on a deadlock (as tests/conftest.py)
 HANG = 60  # seconds a child sleeps at its crash point; the parent kills it long before
 
 _TAIL, _HEAD = L.IDX["tail"], L.IDX["head"]
@@ -236,20 +235,6 @@ def install(
 
 
 # -- child targets -------------------------------------------------------------------------------
-def _reporting(fn: Callable[..., None]) -> Callable[..., None]:
-    """Send a child's traceback to the parent instead of leaving it to time out."""
-
-    @functools.wraps(fn)  # keeps the qualified name, so spawn pickles it by reference
-    def run(conn: Connection, *args: Any) -> None:
-        try:
-            fn(conn, *args)
-        except BaseException:
-            conn.send(("error", traceback.format_exc()))
-            raise
-
-    return run
-
-
 def _do(q: shared_queue.SharedMemoryQueue, op: str, arg: Any, timeout: float | None) -> Any:
     if op == "put":
         q.put(arg, timeout=timeout)
@@ -264,7 +249,7 @@ def _do(q: shared_queue.SharedMemoryQueue, op: str, arg: Any, timeout: float | N
     raise ValueError(f"unknown op {op!r}")
 
 
-@_reporting
+@reporting
 def crash_op(conn: Connection, name: str, ri: float, op: str, arg: Any, hook: str) -> None:
     """Attach to ``name``, install ``hook`` and run one ``op``; the parent kills us in it."""
     q = shared_queue.SharedMemoryQueue(name, recovery_interval=ri)
@@ -275,7 +260,7 @@ def crash_op(conn: Connection, name: str, ri: float, op: str, arg: Any, hook: st
     _hang()
 
 
-@_reporting
+@reporting
 def crash_create(conn: Connection, name: str, at: str) -> None:
     """Create the queue ``name`` but stop at ``os.<at>`` inside Segment.create."""
     real = getattr(os, at)
@@ -292,7 +277,7 @@ def crash_create(conn: Connection, name: str, at: str) -> None:
     _hang()
 
 
-@_reporting
+@reporting
 def create_and_leave(conn: Connection, name: str, ri: float, seqs: list[int], how: str) -> None:
     """Create ``name``, put the items ``seqs``, then exit (``how="exit"``) or wait to be killed."""
     q = shared_queue.SharedMemoryQueue(
@@ -307,7 +292,7 @@ def create_and_leave(conn: Connection, name: str, ri: float, seqs: list[int], ho
     _hang()
 
 
-@_reporting
+@reporting
 def survivor(conn: Connection, name: str, ri: float, ops: list[tuple[str, Any]]) -> None:
     """Run ``ops`` in order and report each; ``("waiting", op)`` when one goes to sleep."""
     q = shared_queue.SharedMemoryQueue(name, recovery_interval=ri)
@@ -326,7 +311,7 @@ def survivor(conn: Connection, name: str, ri: float, ops: list[tuple[str, Any]])
     q.close()
 
 
-@_reporting
+@reporting
 def put_then_report(conn: Connection, name: str, specs: list[tuple[Any, ...]]) -> None:
     """Put items built from ``specs`` and report each outcome: ("item", seq), ("bomb",)
     (unpickling raises) or ("lock",) (cannot be pickled: TypeError)."""
@@ -741,7 +726,7 @@ def soak(
     return results
 
 
-@_reporting
+@reporting
 def paused_put_batch(conn: Connection, name: str, ri: float, items: list[Any], go: Any) -> None:
     """put_batch on a full queue, pausing once right after its first check found no room
     (still under the producer lock, before it asks consumers to post ``room``)."""

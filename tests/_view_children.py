@@ -22,11 +22,10 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
-from _crash_children import _reporting  # one copy of the child wrapper
+from _support import TIMEOUT, reporting
 
 import shared_queue
 
-TIMEOUT = 40  # seconds; only reached on a deadlock (as tests/conftest.py)
 HANG = 60  # seconds a child sleeps at its crash point; the parent kills it long before
 
 WORDS = 16
@@ -192,7 +191,7 @@ def _attach(name: str, ri: float) -> shared_queue.SharedMemoryQueue:
     return shared_queue.SharedMemoryQueue(name, recovery_interval=ri)
 
 
-@_reporting
+@reporting
 def stress_producer(conn: Connection, name: str, ri: float, p: int, n: int, seed: int,
                     hold: float) -> None:  # fmt: skip
     q = _attach(name, ri)
@@ -200,14 +199,14 @@ def stress_producer(conn: Connection, name: str, ri: float, p: int, n: int, seed
     q.close()
 
 
-@_reporting
+@reporting
 def stress_consumer(conn: Connection, name: str, ri: float, seed: int, hold: float) -> None:
     q = _attach(name, ri)
     conn.send(("done", *consume(q, seed, hold)))
     q.close()
 
 
-@_reporting
+@reporting
 def hold_get_view(conn: Connection, name: str, ri: float, release: Any) -> None:
     """get_view one item, report its values, keep the array until ``release`` is set (or,
     with ``release=None``, until killed), then drop it and report."""
@@ -224,7 +223,7 @@ def hold_get_view(conn: Connection, name: str, ri: float, release: Any) -> None:
     q.close()
 
 
-@_reporting
+@reporting
 def put_view_then(conn: Connection, name: str, ri: float, value: int, then: str,
                   release: Any) -> None:  # fmt: skip
     """put_view an item of all ``value``, then:
@@ -253,7 +252,7 @@ def put_view_then(conn: Connection, name: str, ri: float, value: int, then: str,
 
 
 # -- the plain loops of issue 10: the arrays stay bound after their blocks ------------------------
-@_reporting
+@reporting
 def plain_put_view_loop(conn: Connection, name: str, ri: float, base: int, n: int) -> None:
     """put_view ``base .. base + n - 1`` with ``arr`` still bound between iterations."""
     q = _attach(name, ri)
@@ -264,7 +263,7 @@ def plain_put_view_loop(conn: Connection, name: str, ri: float, base: int, n: in
     q.close()
 
 
-@_reporting
+@reporting
 def plain_get_view_loop(conn: Connection, name: str, ri: float) -> None:
     """get_view until a negative item, with ``frame`` still bound when the next get_view waits.
 

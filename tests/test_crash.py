@@ -18,7 +18,6 @@ tests/_crash_children.py), reports when it reached the point and is SIGKILLed th
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import pickle
 import random
@@ -30,8 +29,8 @@ from typing import Any
 
 import _crash_children as cc
 import pytest
-from _procs import Child
-from conftest import TIMEOUT, remove_queue
+from _support import TIMEOUT, Child, ctx_fixture, remove_queue
+from _support import drain as drain_all
 
 import shared_queue
 from shared_queue._queue import DEFAULT_RECOVERY_INTERVAL
@@ -46,9 +45,7 @@ QUIET = 0.3  # how long a survivor must stay blocked to count as blocked
 
 
 # -- processes ---------------------------------------------------------------------------------
-@pytest.fixture(params=METHODS)
-def ctx(request: pytest.FixtureRequest) -> Any:
-    return multiprocessing.get_context(request.param)
+ctx = ctx_fixture(*METHODS)
 
 
 # -- checks ------------------------------------------------------------------------------------
@@ -66,12 +63,7 @@ def seqs_of(result: Any) -> list[int]:
 
 def drain(q: shared_queue.SharedMemoryQueue) -> list[int]:
     """Get everything with get_nowait: every get finds its item at once, recovered or not."""
-    got = []
-    while True:
-        try:
-            got.append(cc.check_item(q.get_nowait()))
-        except shared_queue.Empty:
-            return got
+    return drain_all(q, cc.check_item)
 
 
 def assert_healthy(q: shared_queue.SharedMemoryQueue) -> None:

@@ -974,6 +974,7 @@ METRIC_KEYS = {
     "queue_capacity",
     "queue_utilization_percent",
     "queue_item_size_bytes",
+    "spare_slots",
     "total_puts",
     "total_gets",
     "bytes_in",

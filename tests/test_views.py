@@ -53,8 +53,8 @@ from typing import Any
 import _view_children as vc
 import numpy as np
 import pytest
-from _procs import Child
-from conftest import TIMEOUT
+from _support import TIMEOUT, Child, ctx_fixture
+from _support import drain as drain_all
 
 import shared_queue
 from shared_queue import SharedMemoryQueue
@@ -108,12 +108,7 @@ def put_view_value(q: SharedMemoryQueue, v: int, **kwargs: Any) -> None:
 
 def drain(q: SharedMemoryQueue) -> list[int]:
     """Get everything there is now with get_nowait."""
-    got = []
-    while True:
-        try:
-            got.append(value(q.get_nowait()))
-        except shared_queue.Empty:
-            return got
+    return drain_all(q, value)
 
 
 def room(q: SharedMemoryQueue) -> int:
@@ -180,9 +175,7 @@ class Bg:
 
 
 # -- processes -------------------------------------------------------------------------------------
-@pytest.fixture(params=["fork", "spawn"])
-def ctx(request: pytest.FixtureRequest) -> Any:
-    return multiprocessing.get_context(request.param)
+ctx = ctx_fixture("fork", "spawn")
 
 
 # -- round trips -----------------------------------------------------------------------------------
