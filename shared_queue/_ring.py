@@ -89,6 +89,9 @@ def _find_free(seg: Segment, n: int) -> list[int] | None:
         return None
     u32, base, size = seg.u32, seg.slots_offset, seg.slot_size
     s: int = hdr[_CURSOR]
+    if n == 1 and s < pool and u32[((base + s * size) >> 2) + _STATE] == FREE:
+        hdr[_CURSOR] = s + 1  # the usual case: the slot at the cursor came back first
+        return [base + s * size]
     found = []
     for _ in range(pool):
         if s >= pool:
