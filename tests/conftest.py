@@ -14,9 +14,6 @@ from _support import TIMEOUT, Child, remove_queue, session_files, unique_name
 import shared_queue
 from shared_queue._names import SHM_DIR
 
-# TIMEOUT and remove_queue are also imported from here by files not yet moved to _support.
-__all__ = ["TIMEOUT", "remove_queue"]
-
 
 @pytest.fixture(scope="session", autouse=True)
 def shm_unchanged() -> Iterator[None]:
