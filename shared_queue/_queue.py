@@ -790,7 +790,9 @@ class SharedMemoryQueue:
             if not _sync.lock(fd, _CONSUMER[0], deadline):
                 return False
             try:
-                gained = _ring.reclaim(seg, recover)
+                # A dry pool also checks owners: a process that exited holding a view
+                # (multiprocessing children skip finalizers) leaves slots no one else frees.
+                gained = _ring.reclaim(seg, recover or pool_dry)
             finally:
                 _sync.unlock(fd, _CONSUMER[1])
         finally:
