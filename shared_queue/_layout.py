@@ -8,7 +8,7 @@ One segment per queue, in ``/dev/shm``::
                   |  16  capacity u8    24 item_size u8  32 slot_size u8          |
                   |  40  slots_offset u8 48 nonce u8     56 creator_pid i8        |
                   |  64  creator_start u8  72 created_ns u8                       |
-                  |  80  spare_slots u8  88 ring_offset u8                        |
+                  |  80  spare_slots u8  88 ring_offset u8  96 lock_kind u8       |
                   | 128  producer line: tail, reserved, allocs, cursor, puts,     |
                   |      bytes_in, high_water, room_wait_until, put_waits,        |
                   |      put_wait_ns                    (u8 each, two cache lines)|
@@ -16,6 +16,7 @@ One segment per queue, in ``/dev/shm``::
                   |      get_wait_ns, releases, sweep             (u8 each)       |
                   | 384  name S128      512 run_id S128                           |
                   | 640  dtype S1024   1664 ndim u8   1672 shape u8[32] (typed raw)|
+                  | 2048 producer_mutex V64   2112 consumer_mutex V64             |
     ring_offset   +---------------------------------------------------------------+
     (4096)        | ring: capacity x u4 slot index (RING_DTYPE), padded to 64     |
     slots_offset  +---------------------------------------------------------------+
@@ -69,6 +70,11 @@ MAX_NDIM: Final = 32
 MAX_ITEM_SIZE: Final = 2**31 - 1 - 2 * ALIGN  # numpy's largest void field, less the slot head
 FLAG_RAW: Final = 1  # items are arrays or bytes, not pickles
 FLAG_TYPED: Final = 2  # every item is an array of the header's dtype and shape
+# lock_kind: what the two mutexes are. Only ROBUST is made for users; UNSAFE (no owner-death
+# recovery) exists for the benchmark's crash-safety baseline.
+LOCK_ROBUST: Final = 1  # PTHREAD_PROCESS_SHARED + PTHREAD_MUTEX_ROBUST (glibc layout)
+LOCK_UNSAFE: Final = 2  # PTHREAD_PROCESS_SHARED only
+MUTEX_FIELD: Final = 64  # bytes set aside for one pthread_mutex_t
 
 # (name, format, offset) of each header field; the drawing above shows the same.
 _HEADER_FIELDS: Final = [
@@ -85,6 +91,7 @@ _HEADER_FIELDS: Final = [
     ("created_ns", "<u8", 72),
     ("spare_slots", "<u8", 80),
     ("ring_offset", "<u8", 88),
+    ("lock_kind", "<u8", 96),
     # producer lines
     ("tail", "<u8", 128),
     ("reserved", "<u8", 136),
@@ -111,6 +118,9 @@ _HEADER_FIELDS: Final = [
     ("dtype", f"S{DTYPE_FIELD}", 640),
     ("ndim", "<u8", 640 + DTYPE_FIELD),
     ("shape", f"({MAX_NDIM},)<u8", 648 + DTYPE_FIELD),
+    # the two locks: process-shared pthread mutexes, one cache line each
+    ("producer_mutex", "V64", 2048),
+    ("consumer_mutex", "V64", 2112),
 ]
 HEADER_DTYPE: Final = np.dtype(
     {
@@ -213,3 +223,19 @@ def geometry_error(header: Mapping[str, int], file_size: int) -> str | None:
     if file_size != want["size"]:
         return f"file size {file_size} (the header's fields make it {want['size']})"
     return None
+
+
+def core_layout(capacity: int, spare_slots: int, item_size: int) -> dict[str, int]:
+    """Return what the compiled core (shared_queue._core.Ring) needs to know of the layout.
+
+    The header fields as ``header.<name>`` (byte offsets), the geometry (``capacity``,
+    ``pool``, ``slot_size``, ``slots_offset``, ``ring_offset``), the slot fields as
+    ``slot.<name>`` (byte offsets inside a slot record) and the slot states, all taken from
+    the dtypes and constants above: the core writes none of them down itself.
+    """
+    out = {f"header.{name}": off for name, (dt, off, *_) in _FIELDS.items()}
+    out.update(geometry(capacity, item_size, spare_slots))
+    out.update(capacity=capacity, pool=capacity + spare_slots)
+    out.update({f"slot.{name}": off for name, (dt, off, *_) in _SLOT_FIELDS.items()})
+    out.update(FREE=FREE, WRITING=WRITING, READY=READY, READING=READING, DONE=DONE)
+    return out

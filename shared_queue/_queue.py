@@ -18,23 +18,19 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, Final, cast
 
 import numpy as np
 import numpy.typing as npt
 import posix_ipc
 
 from . import _layout as L
-from . import _metrics, _ring, _sync
+from . import _metrics, _sync
 from ._async import SemWaiter
 from ._errors import Empty, Full
 from ._names import describe
 from ._segment import SEM_VALUE_MAX, Segment
 from ._serialize import Parts, PickleCodec, RawCodec, descriptor, payload_size
-
-_RESERVED, _ROOM_WAIT, _SWEEP = (L.IDX[f] for f in ("reserved", "room_wait_until", "sweep"))
-_PRODUCER = _sync.LOCK_OPS[_sync.PRODUCER_LOCK]
-_CONSUMER = _sync.LOCK_OPS[_sync.CONSUMER_LOCK]
 
 DEFAULT_RECOVERY_INTERVAL = 1.0
 
@@ -152,9 +148,10 @@ class SharedMemoryQueue:
                 spare_slots = L.default_spare_slots(raw)
             elif spare_slots != 0:
                 _positive_int("spare_slots", spare_slots, SEM_VALUE_MAX - capacity)
-            seg = Segment.create(name, run_id, capacity, item_size, raw, typed, spare_slots)
+            seg = Segment.create(name, run_id, capacity, item_size, raw, typed, spare_slots,
+                                 self._recovery_interval)  # fmt: skip
         else:
-            seg = Segment.attach(name, run_id)
+            seg = Segment.attach(name, run_id, self._recovery_interval)
             try:
                 _check_mode(self._label, seg, raw, typed)
             except BaseException:
@@ -166,7 +163,6 @@ class SharedMemoryQueue:
         self._codec: PickleCodec | RawCodec = (
             RawCodec(self._label, seg.dtype, seg.shape) if seg.raw else PickleCodec()
         )
-        seg.extract = self._codec.extract
         # One waiter thread per semaphore, made on the first async wait (see _async.py).
         self._waiters: dict[int, SemWaiter] = {}
         self._waiters_pid = os.getpid()
@@ -297,13 +293,13 @@ class SharedMemoryQueue:
         """
         seg = self._raw_segment("get_view")
         out: list[int] = []
-        if not self._transfer(False, _ring.claim_get, out, 1, 1, block, timeout):
+        if not self._transfer(False, _VIEW, out, 1, 1, block, timeout):
             raise Empty(f"queue {self._label} is empty")
-        off = out[0]
+        off, size = out
         codec = cast(RawCodec, self._codec)
         seg.view_opened()
         try:
-            arr = codec.view(seg.buf, off + L.BLOB_OFFSET, seg.u32[off >> 2])
+            arr = codec.view(seg.buf, off + L.BLOB_OFFSET, size)
         except BaseException:
             _release_view(seg, off, False, os.getpid())
             raise
@@ -351,7 +347,7 @@ class SharedMemoryQueue:
                 f"{self._label} (create it with a larger item_size)"
             )
         out: list[int] = []
-        if not self._transfer(True, _ring.claim_put, out, 1, 1, block, timeout):
+        if not self._transfer(True, _VIEW, out, 1, 1, block, timeout):
             raise Full(f"queue {self._label} is full (capacity={self._capacity})")
         off = out[0]
         blob = off + L.BLOB_OFFSET
@@ -363,18 +359,7 @@ class SharedMemoryQueue:
         finally:
             if ok:
                 seg.buf[blob : blob + len(desc)] = desc
-            fd = seg.fd()
-            _sync.lock(fd, _PRODUCER[0], None)
-            try:
-                items, entries = _ring.publish(seg, off, size, ok)
-            finally:
-                _sync.unlock(fd, _PRODUCER[1])
-            for _ in range(items):
-                seg.fill.release()
-            for _ in range(entries):
-                seg.free.release()
-            if entries and seg.hdr[_ROOM_WAIT]:
-                _wake_batch(seg.hdr, seg.room)
+            seg.ring.publish(off, size, ok, owner_id())
             arr.flags.writeable = False
             seg.view_opened()
             weakref.finalize(arr, _release_view, seg, off, True, os.getpid())
@@ -438,7 +423,8 @@ class SharedMemoryQueue:
         # The sync core, tried without blocking; in between, an await on the semaphore (or,
         # for a batch put, on `room`) that the handle's waiter thread takes counts from. The
         # await is the only suspension point, so cancellation cannot split an operation.
-        _check_timeout(timeout)
+        if timeout is not None and not timeout >= 0:  # NaN is neither < 0 nor >= 0
+            raise ValueError("'timeout' must be a non-negative number")
         deadline = None if timeout is None else time.monotonic() + timeout
         seg = self._segment()
         batch = put and n > 1
@@ -457,7 +443,7 @@ class SharedMemoryQueue:
                     raise
             since = since or time.monotonic_ns()
             # As in _transfer: a put that the pool was short for waits for `room`.
-            on_room = put and (batch or _ring.room(seg) >= n)
+            on_room = put and (batch or seg.ring.room() >= n)
             waiter = self._waiter(seg.room if on_room else seg.free if put else seg.fill)
             got = await waiter.wait(remaining)
             tokens = 0 if on_room else int(got)
@@ -489,8 +475,7 @@ class SharedMemoryQueue:
         No room: the ring holds ``capacity`` items (open put_views count), or the pool has no
         free slot because more views are held than there are spare slots.
         """
-        seg = self._segment()
-        return _ring.room(seg) < 1 or (_ring.pool_free(seg) < 1 and not seg.hdr[_SWEEP])
+        return bool(self._segment().ring.full())
 
     def get_metrics(self) -> dict[str, Any]:
         """Return a snapshot of the queue's size and cumulative counters.
@@ -627,7 +612,7 @@ class SharedMemoryQueue:
         since: int = 0,
     ) -> None:
         n = len(payloads)
-        if self._transfer(True, _ring.commit_put, payloads, n, n, block, timeout,
+        if self._transfer(True, payloads, None, n, n, block, timeout,
                           tokens=tokens, will_wait=will_wait, since=since):  # fmt: skip
             return
         raise Full(f"queue {self._label} is full (capacity={self._capacity})")
@@ -649,7 +634,7 @@ class SharedMemoryQueue:
                 pass
         out: list[bytes] = []
         want = 1 if max_items == 1 else min(max_items, self._capacity)
-        if self._transfer(False, _ring.commit_get, out, want, max_items, block, timeout,
+        if self._transfer(False, None, out, want, max_items, block, timeout,
                           tokens=tokens, since=since):  # fmt: skip
             return out
         raise Empty(f"queue {self._label} is empty")
@@ -657,8 +642,8 @@ class SharedMemoryQueue:
     def _transfer(
         self,
         put: bool,
-        commit: Callable[[Segment, list[Any], int, int], tuple[int, int, int]],
-        arg: list[Any],
+        payloads: Any,
+        out: list[Any] | None,
         want: int,
         limit: int,
         block: bool,
@@ -668,88 +653,87 @@ class SharedMemoryQueue:
         will_wait: bool = False,
         since: int = 0,
     ) -> bool:
-        """Move items through ``commit``, holding up to ``want`` counts of the side's semaphore.
+        """Move items through the compiled core, holding up to ``want`` semaphore counts.
 
-        A put takes counts of ``free`` (ring room) and posts ``fill``; a get the reverse. The
-        counts are a fast, sleepable estimate; the header counters, read under the side's lock
-        in ``commit``, are the truth. A process killed between its semaphore op and its commit
-        leaves the estimate off by one; the re-check under the lock, before every wait and
-        after every ``recovery_interval`` of waiting, corrects for it. ``commit`` (see
-        ``_ring``) returns (items moved, counts to post to the other side, room or items it
-        saw). Returns False if the time ran out. ``tokens`` counts the caller already holds,
-        ``will_wait`` says the caller waits after a non-blocking try (the async path), and
-        ``since`` when it started waiting (monotonic ns), for the metrics.
+        A put (``payloads``: a list, or ``_VIEW`` to claim a slot for a put_view) takes counts
+        of ``free`` and posts ``fill``; a get (into ``out``; ``_VIEW`` for a get_view) the
+        reverse. Each attempt is one call into the core (``_core.Ring``), which takes counts,
+        locks, checks the header (the truth; the counts are a sleepable estimate), copies,
+        commits, unlocks and posts. In between, this loop sleeps on a semaphore for at most
+        ``recovery_interval``, after which an attempt also recovers what dead processes left
+        (see docs/design.md). Returns False if the time ran out. ``tokens`` counts the caller
+        already holds, ``will_wait`` says the caller waits after a non-blocking try (the async
+        path), and ``since`` when it started waiting (monotonic ns), for the metrics.
         """
-        _check_timeout(timeout)
+        if timeout is not None and not timeout >= 0:  # NaN is neither < 0 nor >= 0
+            raise ValueError("'timeout' must be a non-negative number")
         seg = self._seg
         if seg is None:
             raise ValueError(f"queue {self._label}: this handle is closed")
-        mine, theirs, lock, unlock = seg.put_side if put else seg.get_side
-        batch = put and want > 1
+        ring = seg.ring
+        view = payloads is _VIEW
         will_wait = will_wait or block
         started = since
         # The lock is waited for until the caller's deadline; a call that does not wait for
         # items or room still waits up to one recovery_interval for a busy lock.
-        now = time.monotonic()
-        deadline = (
-            math.inf if block and timeout is None
-            else now + (timeout if block else self._recovery_interval)  # type: ignore[operator]
-        )  # fmt: skip
-        lock_deadline = None if deadline == math.inf else deadline
-        recover = False
-        roomed = False  # the last wait was on `room`
+        if block and timeout is None:
+            deadline, lock_deadline = math.inf, -1.0
+        else:
+            wait = timeout if block and timeout is not None else self._recovery_interval
+            deadline = lock_deadline = time.monotonic() + wait
+        recover = roomed = False  # roomed: the last wait was on `room`
+        on_room = 0  # 1: a batch waits for room, 2: the pool is short of free slots
         try:
             while True:
-                while tokens < want:
-                    try:
-                        mine.acquire(0)
-                    except posix_ipc.BusyError:
-                        break
-                    tokens += 1
-                fd = seg.fd()
-                if not _sync.lock(fd, lock, lock_deadline):
+                waited = time.monotonic_ns() - started if started else 0
+                if put:
+                    if view:
+                        off, tokens, _, on_room = ring.claim_put(
+                            owner_id(), tokens, waited, lock_deadline, will_wait
+                        )
+                        moved, timed_out = off >= 0, off == -2
+                        if moved:
+                            out.append(off)  # type: ignore[union-attr]
+                    else:
+                        count, tokens, _, on_room = ring.put(
+                            payloads, tokens, waited, lock_deadline, will_wait, roomed
+                        )
+                        moved, timed_out = count > 0, count < 0
+                else:
+                    if view:
+                        off, size, tokens, _ = ring.claim_get(
+                            owner_id(), tokens, waited, lock_deadline
+                        )
+                        moved, timed_out = off >= 0, off == -2
+                        if moved:
+                            out += (off, size)  # type: ignore[operator]
+                    else:
+                        items, tokens, _ = ring.get(limit, want, tokens, waited, lock_deadline)
+                        timed_out = items is None
+                        moved = bool(items)
+                        if items:
+                            out += items  # type: ignore[operator]
+                if timed_out:
                     return False
-                try:
-                    moved, posts, avail = commit(
-                        seg, arg, limit, time.monotonic_ns() - started if started else 0
-                    )
-                    # A put that the ring had room for found the pool short of free slots
-                    # (views hold them): like a batch, it waits for `room` (see below).
-                    on_room = put and not moved and (batch or avail >= want)
-                    if on_room and will_wait:
-                        # Ask consumers to post `room` while this put sleeps.
-                        until = time.monotonic_ns() + int(self._recovery_interval * 1e9)
-                        seg.hdr[_ROOM_WAIT] = max(seg.hdr[_ROOM_WAIT], until)
-                finally:
-                    _sync.unlock(fd, unlock)
-                if posts:
-                    post = theirs.release
-                    for _ in range(posts):
-                        post()
-                    if not put and seg.hdr[_ROOM_WAIT]:
-                        _wake_batch(seg.hdr, seg.room)
                 if moved:
-                    tokens = 0  # used, or surplus counts that the header did not back
-                    if roomed and seg.hdr[_ROOM_WAIT] and _ring.pool_free(seg) > 0:
-                        # `room` wakes one waiter per post; pass the wake-up on to the next
-                        # while there is room for it.
-                        _wake_batch(seg.hdr, seg.room)
                     return True
-                # Keep only as many counts as the header backs; the rest were surplus. A put
-                # that waits for `room` keeps none while it sleeps: single puts may use that
-                # room meanwhile, and `room` gets post while it waits.
-                tokens = min(tokens, avail)
-                pool_dry = put and not moved and avail >= want
-                if put and self._catch_up(seg, pool_dry, recover, lock_deadline):
-                    continue  # slots came back to the pool: look again
+                # A put that the ring had room for found the pool short of free slots (views
+                # hold them, or a dead process leaked some); or an open put_view of a dead
+                # process holds a ring entry: reclaim under both locks, then look again.
+                # The pool short (on_room 2) is rare: views beyond the spare slots, or slots
+                # of processes that died holding them, which this reclaims at once.
+                if put and (on_room == 2 or recover) and ring.catch_up(
+                    True, lock_deadline
+                ) > 0:
+                    continue
                 if on_room:
+                    # It waits for `room`, holding no counts: single puts may use that room
+                    # meanwhile. A get that freed room after the check, but read
+                    # room_wait_until before it was set, posted no `room`: look again.
                     for _ in range(tokens):
-                        mine.release()
+                        seg.free.release()
                     tokens = 0
-                    # A get or a view that freed room after the check, but read
-                    # room_wait_until before it was set, posted no `room`: look again now that
-                    # the unlock (a system call, so a full barrier) has published the flag.
-                    if block and _ring.room(seg) >= want and _ring.pool_free(seg) >= want:
+                    if block and ring.room() >= want and ring.pool_free() >= want:
                         continue
                 if not block:
                     return False
@@ -758,57 +742,32 @@ class SharedMemoryQueue:
                     started = time.monotonic_ns()
                 if now >= deadline:
                     return False
-                sleep_on = seg.room if on_room else mine
-                roomed = on_room
-                if _sync.wait(sleep_on, min(deadline - now, self._recovery_interval)):
+                roomed = bool(on_room)
+                which = 2 if on_room else 0 if put else 1
+                if ring.wait(which, min(deadline - now, self._recovery_interval)):
                     tokens += not on_room
                     recover = False
                 else:
                     recover = True  # a whole interval without a post: check for the dead
         finally:
-            for _ in range(tokens):
-                mine.release()
-
-    def _catch_up(
-        self, seg: Segment, pool_dry: bool, recover: bool, deadline: float | None
-    ) -> bool:
-        """Give slots back to a put that found no room; True if that made some.
-
-        The pool runs dry when more views are held than there are spare slots (a put then
-        waits for one to go), when a released view's slot waits for a sweep, or when a
-        process died inside a critical section; an open put_view of a dead process keeps its
-        ring entry reserved. ``_ring.reclaim`` sorts it out under both locks, taken in the one
-        order there is: producer, then consumer.
-        """
-        if not (pool_dry or (recover and seg.hdr[_RESERVED])):
-            return False
-        fd = seg.fd()
-        if not _sync.lock(fd, _PRODUCER[0], deadline):
-            return False
-        try:
-            # The same descriptor: OFD locks on different bytes do not conflict.
-            if not _sync.lock(fd, _CONSUMER[0], deadline):
-                return False
-            try:
-                # A dry pool also checks owners: a process that exited holding a view
-                # (multiprocessing children skip finalizers) leaves slots no one else frees.
-                gained = _ring.reclaim(seg, recover or pool_dry)
-            finally:
-                _sync.unlock(fd, _CONSUMER[1])
-        finally:
-            _sync.unlock(fd, _PRODUCER[1])
-        return gained > 0
+            if tokens:
+                sem = seg.free if put else seg.fill
+                for _ in range(tokens):
+                    sem.release()
 
 
-def _check_timeout(timeout: float | None) -> None:
-    if timeout is not None and not timeout >= 0:  # NaN is neither < 0 nor >= 0
-        raise ValueError("'timeout' must be a non-negative number")
+_VIEW: Final[Any] = object()  # _transfer's payloads for a view's claim (put_view or get_view)
+
+_owner = [0, -1]  # [owner id, pid it was computed in]
 
 
-def _wake_batch(hdr: memoryview, room: posix_ipc.Semaphore) -> None:
-    """After a get: wake a put_batch that sleeps for room, if one asked within its interval."""
-    if hdr[_ROOM_WAIT] > time.monotonic_ns() and not room.value:
-        room.release()
+def owner_id() -> int:
+    """Return this process's id in slot records: pid | (start time & 0xffffffff) << 32."""
+    pid = os.getpid()
+    if _owner[1] != pid:
+        _owner[0] = pid | ((_sync.process_start_time(pid) or 0) & 0xFFFF_FFFF) << 32
+        _owner[1] = pid
+    return _owner[0]
 
 
 def _release_view(seg: Segment, off: int, pin: bool, pid: int) -> None:
@@ -816,21 +775,6 @@ def _release_view(seg: Segment, off: int, pin: bool, pid: int) -> None:
     if os.getpid() != pid:
         return  # a forked child's copy of the array: the parent still holds the slot
     try:
-        if seg.closed:
-            _ring.release_unlocked(seg, off, pin)
-            return
-        # The garbage collector may run this while this thread holds the consumer lock, so
-        # only try to take it, through a descriptor of its own; if it is busy, the slot is
-        # left for a sweep by whoever holds it next (or by a put that finds the pool dry).
-        if seg.try_lock(_sync.CONSUMER_LOCK) < 0:
-            _ring.release_unlocked(seg, off, pin)
-            freed = True
-        else:
-            try:
-                freed = _ring.release(seg, off, pin)
-            finally:
-                seg.unlock_side(_sync.CONSUMER_LOCK)
-        if freed and seg.hdr[_ROOM_WAIT]:  # a put may be asleep waiting for a slot
-            _wake_batch(seg.hdr, seg.room)
+        seg.ring.release(off, pin)
     finally:
         seg.view_closed()

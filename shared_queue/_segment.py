@@ -16,20 +16,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import mmap
 import os
 import secrets
 import shlex
 import threading
 import time
-import weakref
-from collections.abc import Callable
 from typing import Any, Final
 
 import numpy as np
 import posix_ipc
 
+from . import _core
 from . import _layout as L
 from ._errors import IncompatibleQueueError
 from ._metrics import HeaderView
@@ -37,43 +35,12 @@ from ._names import SHM_DIR, base_name, describe, temp_name
 from ._names import sem_names as _sem_names
 from ._serialize import dtype_from_bytes, dtype_to_bytes
 from ._shm import check_semaphores, open_checked
-from ._sync import CONSUMER_LOCK, LOCK_OPS, PRODUCER_LOCK, SETLK, process_start_time
+from ._sync import process_start_time
 
 SEM_VALUE_MAX: Final = 2**31 - 1
-
-
-def _no_codec(buf: memoryview, off: int, size: int) -> Any:
-    raise RuntimeError("segment used without a codec")
-
-
-class _Fd:
-    """A descriptor of the segment file owned by one thread; closed when collected."""
-
-    __slots__ = ("__weakref__", "fd")
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def close(self) -> None:
-        fd, self.fd = self.fd, -1
-        if fd >= 0:
-            os.close(fd)
-
-    def __del__(self) -> None:
-        self.close()
-
-
-_live: weakref.WeakSet[Segment] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    # A forked child shares its parent's open file descriptions and so its OFD locks:
-    # drop the inherited per-thread descriptors so the child locks through its own.
-    for seg in list(_live):
-        seg._reset_thread_fds()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
+# The kind of lock new segments get; the benchmark's crash-safety baseline sets LOCK_UNSAFE.
+LOCK_KIND = L.LOCK_ROBUST
+_LOCK_KINDS: Final = {L.LOCK_ROBUST: "robust", L.LOCK_UNSAFE: "unsafe (benchmark only)"}
 
 
 def _exists_error(name: str, run_id: str, path: str) -> FileExistsError:
@@ -115,7 +82,9 @@ def _header_nonce(mm: mmap.mmap) -> int:
 class Segment:
     """The mapped segment of one queue handle, with numpy and integer views of it."""
 
-    def __init__(self, fd: int, mm: mmap.mmap, path: str, base: str) -> None:
+    def __init__(
+        self, fd: int, mm: mmap.mmap, path: str, base: str, recovery_interval: float
+    ) -> None:
         self.path = path
         self.base = base
         self._fd = fd
@@ -135,7 +104,6 @@ class Segment:
         self.pool = self.capacity + self.spare_slots  # slot records in the pool
         self.slot_size = int(fields["slot_size"])
         self.slots_offset = int(fields["slots_offset"])
-        ring_offset = int(fields["ring_offset"])
         flags = int(fields["flags"])
         self.raw = bool(flags & L.FLAG_RAW)
         self.dtype: np.dtype[Any] | None = None
@@ -143,82 +111,20 @@ class Segment:
         if flags & L.FLAG_TYPED:
             self.dtype = dtype_from_bytes(fields["dtype"][()])
             self.shape = tuple(int(d) for d in fields["shape"][: int(fields["ndim"])])
-        # Copies an item's bytes out of its slot (set by the queue handle for its codec).
-        self.extract: Callable[[memoryview, int, int], Any] = _no_codec
         self.slots: np.ndarray[Any, Any] = np.ndarray(
             (self.pool,), L.slot_dtype(self.item_size), buffer=mm, offset=self.slots_offset
         )
-        # Cached views for the hot path (a numpy field access costs about 10x more).
         self.buf = memoryview(mm)
         self.hdr = self.buf[: L.HEADER_SIZE].cast("Q")
         self.fields = HeaderView(self.hdr)  # the header's 8-byte fields by name
-        self.ring = self.buf[ring_offset : ring_offset + self.capacity * L.RING_DTYPE.itemsize]
-        self.ring = self.ring.cast("I")
-        self.u32 = self.buf.cast("I")
-        self.u64 = self.buf.cast("Q")
-        self._tls = threading.local()
-        self._fds: weakref.WeakSet[_Fd] = weakref.WeakSet()
-        self._fds_lock = threading.Lock()
-        self._side_fd = _Fd(os.open(f"/proc/self/fd/{fd}", os.O_RDWR | os.O_CLOEXEC))
-        self._side_lock = threading.Lock()
+        # The hot path: the compiled core over the same mapping and semaphores.
+        self.ring = _core.Ring(
+            mm, L.core_layout(self.capacity, self.spare_slots, self.item_size), names,
+            recovery_interval, self.raw,
+        )  # fmt: skip
         self.closed = False
         self.views_out = 0
         self._views_lock = threading.Lock()
-        # What a put and a get use: the semaphore it takes, the one it posts, lock, unlock.
-        self.put_side = (self.free, self.fill, *LOCK_OPS[PRODUCER_LOCK])
-        self.get_side = (self.fill, self.free, *LOCK_OPS[CONSUMER_LOCK])
-        _live.add(self)
-
-    # -- per-thread lock descriptors ------------------------------------------------------
-    def fd(self) -> int:
-        """Return this thread's own descriptor of the segment file, for OFD locks."""
-        try:
-            return self._tls.fd.fd  # type: ignore[no-any-return]
-        except AttributeError:
-            pass
-        holder = getattr(self._tls, "fd", None)
-        if holder is None:
-            # Reopening through /proc makes a new open file description (a new lock
-            # owner), and works even after the name was unlinked.
-            holder = _Fd(os.open(f"/proc/self/fd/{self._fd}", os.O_RDWR | os.O_CLOEXEC))
-            self._tls.fd = holder
-            with self._fds_lock:
-                self._fds.add(holder)
-        return holder.fd
-
-    def try_lock(self, byte: int) -> int:
-        """Take the lock on ``byte`` without waiting, through a descriptor of its own.
-
-        Returns that descriptor, or -1 if the lock is busy. Used where the calling thread
-        may already hold the lock (a view's finalizer run by the garbage collector): the
-        separate open file description makes that a conflict, not a silent re-entry.
-        """
-        if not self._side_lock.acquire(blocking=False):
-            return -1
-        try:
-            fcntl.fcntl(self._side_fd.fd, SETLK, LOCK_OPS[byte][0])
-        except OSError:
-            self._side_lock.release()
-            return -1
-        return self._side_fd.fd
-
-    def unlock_side(self, byte: int) -> None:
-        """Release a lock taken with ``try_lock``."""
-        fcntl.fcntl(self._side_fd.fd, SETLK, LOCK_OPS[byte][1])
-        self._side_lock.release()
-
-    def _close_fds(self) -> None:
-        for holder in list(self._fds):
-            holder.close()
-        self._side_fd.close()
-
-    def _reset_thread_fds(self) -> None:
-        self._close_fds()
-        self._side_fd = _Fd(os.open(f"/proc/self/fd/{self._fd}", os.O_RDWR | os.O_CLOEXEC))
-        self._side_lock = threading.Lock()
-        self._tls = threading.local()
-        self._fds = weakref.WeakSet()
-        self._fds_lock = threading.Lock()
 
     # -- lifecycle ------------------------------------------------------------------------
     @classmethod
@@ -231,6 +137,7 @@ class Segment:
         raw: bool = False,
         typed: tuple[np.dtype[Any], tuple[int, ...]] | None = None,
         spare_slots: int = 0,
+        recovery_interval: float = 1.0,
     ) -> Segment:
         """Create, initialise and publish a new segment.
 
@@ -262,8 +169,14 @@ class Segment:
             os.ftruncate(fd, size)
             _reserve(fd, size, name, run_id, capacity, item_size)
             with mmap.mmap(fd, L.HEADER_SIZE) as mm:
+                offsets = L.core_layout(capacity, spare_slots, item_size)
+                _core.init_locks(
+                    mm, offsets["header.producer_mutex"], offsets["header.consumer_mutex"],
+                    LOCK_KIND == L.LOCK_ROBUST,
+                )  # fmt: skip
                 h = np.ndarray((), L.HEADER_DTYPE, buffer=mm)
                 h["version"] = L.VERSION
+                h["lock_kind"] = LOCK_KIND
                 h["flags"] = (L.FLAG_RAW if raw else 0) | (L.FLAG_TYPED if typed else 0)
                 if typed is not None:
                     text = dtype_to_bytes(typed[0])
@@ -307,7 +220,7 @@ class Segment:
         for sem in made:
             sem.close()
         try:
-            return cls._map(fd, path, base, name, run_id)
+            return cls._map(fd, path, base, name, run_id, recovery_interval)
         except BaseException:
             os.unlink(path)
             for sem_name in _sem_names(base, nonce):
@@ -315,7 +228,7 @@ class Segment:
             raise
 
     @classmethod
-    def attach(cls, name: str, run_id: str) -> Segment:
+    def attach(cls, name: str, run_id: str, recovery_interval: float = 1.0) -> Segment:
         """Map the existing segment of a queue.
 
         Raises:
@@ -333,10 +246,12 @@ class Segment:
             raise FileNotFoundError(
                 f"no queue {describe(name, run_id)} ({path}): create it with create=True"
             ) from None
-        return cls._map(fd, path, base, name, run_id)
+        return cls._map(fd, path, base, name, run_id, recovery_interval)
 
     @classmethod
-    def _map(cls, fd: int, path: str, base: str, name: str, run_id: str) -> Segment:
+    def _map(
+        cls, fd: int, path: str, base: str, name: str, run_id: str, recovery_interval: float
+    ) -> Segment:
         try:
             size = os.fstat(fd).st_size
             if size < L.HEADER_SIZE:
@@ -360,9 +275,16 @@ class Segment:
                         f"queue {describe(name, run_id)} ({path}) has an inconsistent header: "
                         f"{problem}"
                     )
+                kind = fields["lock_kind"]
+                if kind not in _LOCK_KINDS or _core.MUTEX_SIZE > L.MUTEX_FIELD:
+                    raise IncompatibleQueueError(
+                        f"queue {describe(name, run_id)} uses lock kind {kind}, which this "
+                        f"build cannot honour (it knows {sorted(_LOCK_KINDS)}, with "
+                        f"{_core.MUTEX_SIZE}-byte mutexes)"
+                    )
                 try:
-                    return cls(fd, mm, path, base)
-                except posix_ipc.ExistentialError:
+                    return cls(fd, mm, path, base, recovery_interval)
+                except (posix_ipc.ExistentialError, FileNotFoundError):
                     raise FileNotFoundError(
                         f"queue {describe(name, run_id)} is being unlinked"
                     ) from None
@@ -380,8 +302,6 @@ class Segment:
         may still be waiting on one. While arrays from views live, the mapping stays (their
         finalizers still mark their slots); the last one unmaps it.
         """
-        _live.discard(self)
-        self._close_fds()
         if close_semaphores:
             for sem in (self.free, self.fill, self.room):
                 sem.close()
@@ -404,8 +324,9 @@ class Segment:
                 self._unmap()
 
     def _unmap(self) -> None:
+        self.ring.close()  # its export of the mapping first
         del self.header, self.slots
-        for view in (self.hdr, self.u32, self.u64, self.buf):
+        for view in (self.hdr, self.buf):
             view.release()
         with contextlib.suppress(BufferError):  # a numpy view the caller made of a view
             self._mm.close()

@@ -126,15 +126,8 @@ class PickleCodec:
         return self._tls.state  # type: ignore[no-any-return]
 
     @staticmethod
-    def extract(buf: memoryview, off: int, size: int) -> bytes | bytearray:
-        """Copy an item's bytes out of its slot (called under the consumer lock)."""
-        if buf[off] == 0x80:
-            return bytes(buf[off : off + size])
-        return bytearray(buf[off : off + size])  # out-of-band buffers come back writable
-
-    @staticmethod
     def decode(data: bytes | bytearray) -> Any:
-        """Return the item that ``extract`` copied out."""
+        """Return the item whose pickle the core copied out (a bytearray when it has buffers)."""
         if data.__class__ is bytes:
             return pickle.loads(data)
         _, n, plen = _OOB_HEAD.unpack_from(data, 0)
@@ -258,28 +251,6 @@ class RawCodec:
         data = flat.reshape(-1).view(np.uint8).data if arr.nbytes else b""
         return Parts([desc, data], len(desc) + arr.nbytes)
 
-    def extract(self, buf: memoryview, off: int, size: int) -> Any:
-        """Rebuild the item from its slot into memory of its own (under the consumer lock).
-
-        Never raises for a bad item, so that the item is still taken: an item whose
-        descriptor does not fit its bytes comes back as an ``_Undecodable`` that ``decode``
-        raises for, after the lock is released.
-        """
-        if size >= _PAD and buf[off + 4] == _BYTES and _RAW_HEAD.unpack_from(buf, off)[0] == _PAD:
-            return bytes(buf[off + _PAD : off + size])  # bytes: the fixed _BYTES_DESC
-        try:
-            desc_len, dtype, shape, order = self._parse(buf, off, size)
-        except ValueError as exc:
-            return _Undecodable(size, str(exc))
-        if dtype is None:
-            return bytes(buf[off + desc_len : off + size])
-        arr = np.empty(shape, dtype, order=order)
-        n = arr.nbytes
-        if n:
-            flat = (arr.T if order == "F" else arr).reshape(-1).view(np.uint8)
-            flat[:] = np.frombuffer(buf, np.uint8, n, off + desc_len)
-        return arr
-
     def view(self, buf: memoryview, off: int, size: int) -> np.ndarray[Any, Any]:
         """Return a read-only array that views the item in its slot (bytes as uint8).
 
@@ -331,15 +302,22 @@ class RawCodec:
             )
         return desc_len, dtype, shape, order
 
-    def decode(self, item: Any) -> Any:
-        """Return the item that ``extract`` rebuilt.
+    def decode(self, data: bytearray) -> Any:
+        """Return the item whose slot bytes (descriptor and data) the core copied into ``data``.
+
+        An array is built on ``data`` itself: no second copy, and it is writable.
 
         Raises:
-            ValueError: The item's descriptor did not fit its bytes; the item was consumed.
+            ValueError: The item's descriptor does not fit its bytes; the item was consumed.
         """
-        if item.__class__ is _Undecodable:
-            raise item.error(self._label)
-        return item
+        size = len(data)
+        try:
+            desc_len, dtype, shape, order = self._parse(data, 0, size)  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise _Undecodable(size, str(exc)).error(self._label) from None
+        if dtype is None:
+            return bytes(memoryview(data)[desc_len:])
+        return np.ndarray(shape, dtype, buffer=data, offset=desc_len, order=order)
 
 
 class _Undecodable:

@@ -1,88 +1,20 @@
-"""Synchronisation: kernel-released byte locks, semaphore waits with deadlines, liveness.
+"""Semaphore waits for the asyncio layer, and liveness of the processes that hold slots.
 
-Two kinds of primitive, chosen for what each survives (see docs/design.md#crash-behaviour):
-
-* **Locks** are Linux open-file-description (OFD) byte-range locks on the segment's file. The
-  kernel drops them when the holder's last descriptor closes, so a process killed inside a
-  critical section never leaves the lock held. An OFD lock belongs to an open file
-  description, not to a thread, so each thread (and each forked child) locks through a
-  descriptor of its own.
-* **Counts** are POSIX named semaphores (``posix_ipc``): blocked waiters sleep in
-  ``sem_timedwait`` and wake as soon as the other side posts.
+The hot path (locks, counts, copies) is compiled (``_core``); what is here runs in Python:
+the waiter threads of the async methods sleep on a queue's POSIX named semaphores
+(``posix_ipc``) through ``wait``, and ``process_start_time``/``process_alive`` tell a live
+process from a dead one whose pid was reused (the command line and the core use the same rule).
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import importlib
-import os
 import signal
-import struct
 import threading
 import time
 from typing import Any, Final
 
 import posix_ipc
-
-PRODUCER_LOCK: Final = 0  # byte offsets locked in the segment file
-CONSUMER_LOCK: Final = 1
-
-# struct flock: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid (+pad).
-# OFD locks require l_pid == 0.
-_FLOCK = "hhqqi4x"
-LOCK_OPS: Final = {
-    byte: (
-        struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, byte, 1, 0),
-        struct.pack(_FLOCK, fcntl.F_UNLCK, os.SEEK_SET, byte, 1, 0),
-    )
-    for byte in (PRODUCER_LOCK, CONSUMER_LOCK)
-}
-SETLKW: Final[int] = fcntl.F_OFD_SETLKW  # Linux-only constants
-SETLK: Final[int] = fcntl.F_OFD_SETLK
-
-
-_BACKOFF_FIRST: Final = 20e-6  # seconds; a lock is normally held for microseconds
-_BACKOFF_MAX: Final = 2e-3
-
-
-def lock(fd: int, op: bytes, deadline: float | None) -> bool:
-    """Take the OFD lock ``op`` through ``fd`` by ``deadline`` (monotonic); True if taken.
-
-    ``deadline=None`` waits as long as it takes, asleep in the kernel. With a deadline, a
-    busy lock is retried with a backoff from 20 us to 2 ms, because Linux has no timed OFD
-    lock: a holder that is stopped (SIGSTOP) or descheduled must not stretch the caller's
-    timeout. An uncontended lock is one system call either way.
-    """
-    if _try_lock(fd, op):
-        return True
-    if deadline is None:
-        fcntl.fcntl(fd, SETLKW, op)  # EINTR is retried by Python (PEP 475)
-        return True
-    pause = _BACKOFF_FIRST
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        time.sleep(min(pause, left))
-        pause = min(2 * pause, _BACKOFF_MAX)
-        if _try_lock(fd, op):
-            return True
-
-
-def _try_lock(fd: int, op: bytes) -> bool:
-    try:
-        fcntl.fcntl(fd, SETLK, op)
-    except OSError as exc:
-        if exc.errno not in (errno.EAGAIN, errno.EACCES):
-            raise
-        return False
-    return True
-
-
-def unlock(fd: int, op: bytes) -> None:
-    """Release an OFD lock taken with ``lock``."""
-    fcntl.fcntl(fd, SETLK, op)
 
 
 def wait(sem: posix_ipc.Semaphore, timeout: float) -> bool:

@@ -29,12 +29,11 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-import posix_ipc
 from _support import TIMEOUT, reporting
 
 import shared_queue
+from shared_queue import _core
 from shared_queue import _layout as L
-from shared_queue import _ring
 
 HANG = 60  # seconds a child sleeps at its crash point; the parent kills it long before
 
@@ -73,91 +72,23 @@ def _hang() -> None:
     os._exit(99)  # the parent did not kill us: it failed or died; go away quietly
 
 
-class SemProxy:
-    """Stands in for a posix_ipc.Semaphore on one handle's Segment and calls back around it.
+class RingProxy:
+    """Stands in for a Segment's compiled ``ring`` and calls ``on_block`` before each wait.
 
-    ``_transfer`` reads ``seg.free``/``seg.fill`` on every call, so replacing the attributes
-    of the child's own Segment intercepts exactly that handle's semaphore operations.
+    ``_transfer`` reads ``seg.ring`` on every call, so replacing the attribute of the child's
+    own Segment intercepts exactly that handle's waits; everything else goes to the core.
     """
 
-    def __init__(
-        self,
-        real: posix_ipc.Semaphore,
-        *,
-        on_block: Callable[[], None] | None = None,
-        on_acquired: Callable[[], None] | None = None,
-        on_release: Callable[[], None] | None = None,
-    ) -> None:
-        self.real = real
-        self.on_block, self.on_acquired, self.on_release = on_block, on_acquired, on_release
+    def __init__(self, real: Any, on_block: Callable[[], None] | None = None) -> None:
+        self.real, self.on_block = real, on_block
 
-    def acquire(self, timeout: float | None = None) -> None:
-        if timeout != 0 and self.on_block is not None:  # a sleeping wait, not a try
+    def wait(self, which: int, timeout: float) -> bool:
+        if self.on_block is not None:
             self.on_block()
-        self.real.acquire(timeout)  # raises BusyError when nothing was taken
-        if self.on_acquired is not None:
-            self.on_acquired()
-
-    def release(self) -> None:
-        if self.on_release is not None:
-            self.on_release()
-        self.real.release()
+        return bool(self.real.wait(which, timeout))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
-
-
-class BufProxy:
-    """Stands in for ``seg.buf`` (the segment's memoryview) and dies inside the real copy.
-
-    ``commit_put`` and ``commit_get`` copy each payload with one slice assignment or read
-    of ``seg.buf``; this lets ``stop_at`` of them through, then copies half of the next one
-    (a write) or reads it (a read), reports and hangs, inside the real commit function
-    while it holds the lock. So a commit that published its counter before its copy would
-    be caught, which a replacement commit function could not show.
-    """
-
-    def __init__(self, real: memoryview, stop_at: int, notify: Callable[[], None]) -> None:
-        self.real, self.stop_at, self.notify = real, stop_at, notify
-        self.copies = 0
-
-    def _count(self) -> bool:
-        self.copies += 1
-        return self.copies > self.stop_at
-
-    def __setitem__(self, key: slice, data: bytes) -> None:
-        if not self._count():
-            self.real[key] = data
-            return
-        half = len(data) // 2
-        self.real[key.start : key.start + half] = data[:half]
-        self.notify()
-        _hang()
-
-    def __getitem__(self, key: slice) -> memoryview:
-        view = self.real[key]
-        if self._count():
-            self.notify()
-            _hang()
-        return view
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.real, name)
-
-
-def _hold_after(
-    real: Callable[..., tuple[int, int, int]], notify: Callable[[], None]
-) -> Callable[..., tuple[int, int, int]]:
-    """A commit that commits, then dies still holding the lock."""
-
-    def commit(*args: Any) -> tuple[int, int, int]:
-        moved = real(*args)
-        if moved[0] > 0:
-            notify()
-            _hang()
-        return moved
-
-    return commit
 
 
 def _notify_then(
@@ -177,24 +108,6 @@ def _notify_then(
     return notify
 
 
-def _swap(seg: Any, attr: str, new: Any) -> None:
-    """Replace the Segment's attribute ``attr`` and every cached tuple that holds it.
-
-    The core reads per-side tuples (e.g. ``seg.put_side = (free, fill, lock, unlock)``)
-    built from the attributes when the Segment was made, so those are rebuilt too.
-    """
-    old = getattr(seg, attr)
-    setattr(seg, attr, new)
-    for key, value in list(vars(seg).items()):
-        if isinstance(value, tuple) and any(x is old for x in value):
-            setattr(seg, key, tuple(new if x is old else x for x in value))
-
-
-def _sems(seg: Any) -> list[str]:
-    # free, fill, and whatever other semaphores a put or get may sleep on (room).
-    return [a for a, v in vars(seg).items() if isinstance(v, posix_ipc.Semaphore)]
-
-
 def install(
     q: shared_queue.SharedMemoryQueue, side: str, hook: str, conn: Connection, batch: int = 1
 ) -> None:
@@ -210,28 +123,12 @@ def install(
     """
     seg = q._seg
     assert seg is not None
-    mine_attr, theirs_attr = ("free", "fill") if side == "put" else ("fill", "free")
-    mine, theirs = getattr(seg, mine_attr), getattr(seg, theirs_attr)
     if hook == "block_wait":  # whichever semaphore the op sleeps on (put_batch: room)
-        notify = _notify_then(conn, hook, None)
-        for attr in _sems(seg):
-            _swap(seg, attr, SemProxy(getattr(seg, attr), on_block=notify))
-    elif hook == "after_acquire":
-        _swap(seg, mine_attr, SemProxy(mine, on_acquired=_notify_then(conn, hook, _hang)))
-    elif hook == "mid_copy":
-        # Half the batch copied whole, then half of the next payload (or a single item's).
-        stop_at = batch // 2
-        _swap(seg, "buf", BufProxy(seg.buf, stop_at, _notify_then(conn, hook, None)))
-    elif hook == "held_commit":
-        notify = _notify_then(conn, hook, None)
-        if side == "put":
-            _ring.commit_put = _hold_after(_ring.commit_put, notify)  # type: ignore[assignment]
-        else:
-            _ring.commit_get = _hold_after(_ring.commit_get, notify)  # type: ignore[assignment]
-    elif hook == "before_post":
-        _swap(seg, theirs_attr, SemProxy(theirs, on_release=_notify_then(conn, hook, _hang)))
+        seg.ring = RingProxy(seg.ring, on_block=_notify_then(conn, hook, None))
     elif hook != "none":
-        raise ValueError(f"unknown hook {hook!r}")
+        # A named point inside the compiled put or get; the callback reports, and the
+        # process stops there (the core never returns from it) until it is killed.
+        _core._crash_at(hook, side, batch // 2, _notify_then(conn, hook, None))
 
 
 # -- child targets -------------------------------------------------------------------------------
@@ -298,14 +195,12 @@ def survivor(conn: Connection, name: str, ri: float, ops: list[tuple[str, Any]])
     q = shared_queue.SharedMemoryQueue(name, recovery_interval=ri)
     seg = q._seg
     assert seg is not None
-    proxies = {attr: SemProxy(getattr(seg, attr)) for attr in _sems(seg)}
-    for attr, proxy in proxies.items():
-        _swap(seg, attr, proxy)
+    proxy = RingProxy(seg.ring)
+    seg.ring = proxy
     conn.send(("started", os.getpid(), time.monotonic()))
     for op, arg in ops:
         notify = _notify_then(conn, op, None, kind="waiting")
-        for proxy in proxies.values():  # whichever the op sleeps on
-            proxy.on_block = notify
+        proxy.on_block = notify  # whichever semaphore the op sleeps on
         result = _do(q, op, arg, TIMEOUT)
         conn.send(("done", op, result, time.monotonic()))
     q.close()
@@ -731,19 +626,12 @@ def paused_put_batch(conn: Connection, name: str, ri: float, items: list[Any], g
     """put_batch on a full queue, pausing once right after its first check found no room
     (still under the producer lock, before it asks consumers to post ``room``)."""
     q = shared_queue.SharedMemoryQueue(name, recovery_interval=ri)
-    real = _ring.commit_put
-    paused = False
 
-    def commit(*args: Any) -> tuple[int, int, int]:
-        nonlocal paused
-        moved = real(*args)
-        if not moved[0] and not paused:
-            paused = True
-            conn.send(("reached", "no_room", time.monotonic()))
-            go.wait(TIMEOUT)
-        return moved
+    def pause() -> None:
+        conn.send(("reached", "no_room", time.monotonic()))
+        go.wait(TIMEOUT)
 
-    _ring.commit_put = commit  # type: ignore[assignment]
+    _core._crash_at("no_room", "put", 0, pause)  # a pause: the put goes on after it
     q.put_batch(items, timeout=TIMEOUT)
     conn.send(("done", "put_batch", None, time.monotonic()))
     q.close()

@@ -26,6 +26,7 @@ EXPECTED_HEADER = {
     "created_ns": (72, "<u8"),
     "spare_slots": (80, "<u8"),
     "ring_offset": (88, "<u8"),
+    "lock_kind": (96, "<u8"),
     # producer cache lines
     "tail": (128, "<u8"),
     "reserved": (136, "<u8"),
@@ -50,6 +51,8 @@ EXPECTED_HEADER = {
     "dtype": (640, "|S1024"),
     "ndim": (1664, "<u8"),
     "shape": (1672, "|V256"),
+    "producer_mutex": (2048, "|V64"),
+    "consumer_mutex": (2112, "|V64"),
 }
 
 PRODUCER_LINE = [
@@ -99,7 +102,7 @@ def test_docstring_diagram_matches_dtype() -> None:
     assert set(drawn) == {
         "magic", "version", "flags", "capacity", "item_size", "slot_size", "slots_offset",
         "nonce", "creator_pid", "creator_start", "created_ns", "spare_slots", "ring_offset",
-        "name", "run_id", "dtype", "ndim", "shape",
+        "lock_kind", "name", "run_id", "dtype", "ndim", "shape",
     }  # fmt: skip
     for off, name, typ in triples:
         offset, _ = fields[name]
@@ -328,3 +331,30 @@ def test_distinct_long_names_stay_distinct() -> None:
 def test_invalid_names_raise(name: object, run_id: object, exc: type, pattern: str) -> None:
     with pytest.raises(exc, match=pattern):
         base_name(name, run_id)  # type: ignore[arg-type]
+
+
+def test_core_layout_is_the_dtypes() -> None:
+    """What the compiled core is told: every header field and slot field at its dtype offset."""
+    out = L.core_layout(5, 2, 300)
+    header = L.HEADER_DTYPE.fields
+    slot = L.slot_dtype(300).fields
+    assert header is not None and slot is not None
+    for name, (_, off, *_) in header.items():
+        assert out[f"header.{name}"] == off, name
+    for name, (_, off, *_) in slot.items():
+        assert out[f"slot.{name}"] == off, name
+    assert (out["capacity"], out["pool"]) == (5, 7)
+    assert out["slot_size"] == L.slot_dtype(300).itemsize
+    assert {k: out[k] for k in ("FREE", "WRITING", "READY", "READING", "DONE")} == {
+        "FREE": L.FREE, "WRITING": L.WRITING, "READY": L.READY, "READING": L.READING,
+        "DONE": L.DONE,
+    }  # fmt: skip
+
+
+def test_the_mutexes_fit_their_fields() -> None:
+    from shared_queue import _core
+
+    assert _core.MUTEX_SIZE <= L.MUTEX_FIELD
+    for name in ("producer_mutex", "consumer_mutex"):
+        dt, off = L.HEADER_DTYPE.fields[name][:2]  # type: ignore[index]
+        assert dt.itemsize == L.MUTEX_FIELD and off % 64 == 0, name

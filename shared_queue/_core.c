@@ -1,0 +1,994 @@
+/* shared_queue._core: the ring's hot path, compiled.
+ *
+ * One `Ring` per queue handle does what a put, a get and a view do to the shared segment:
+ * take and post semaphore counts, lock a side, check the header, copy the bytes, commit, and
+ * give slots back (docs/design.md#synchronisation-protocol is the protocol; shared_queue/_ring
+ * gone, this file is its only implementation). Python keeps what is not hot: argument checks,
+ * pickling before a put and unpickling after a get, views' arrays, and the waiting loop.
+ *
+ * The layout is not written here: every header offset, slot field offset and slot state comes
+ * from shared_queue._layout (its numpy dtypes) when a Ring is made (`layout` below).
+ *
+ * Locks are process-shared robust pthread mutexes in the header (lock_kind ROBUST): an
+ * uncontended lock is no system call, and a holder's death is reported to the next locker as
+ * EOWNERDEAD, which then carries on (the protocol makes a dead holder's partial work
+ * invisible; see _reclaim). A blocking wait for a lock or a count releases the GIL, is cut into
+ * slices so that signal handlers run, and honours the caller's deadline.
+ *
+ * Memory ordering: the counters and slot words a peer of the other side reads (tail, head,
+ * reserved, a slot's length|state word, its ring entry, pins) are stored with release and
+ * loaded with acquire semantics; fields of one's own side, read under one's own lock, are
+ * relaxed (the mutex orders them).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BIG_COPY (256 * 1024) /* copies at least this large run without the GIL */
+#define LOCK_SLICE 0.1        /* seconds a blocked lock waits before it looks at signals */
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer buf;  /* the mapping, exported while the Ring lives */
+    char *base;
+    int open;
+    /* geometry */
+    Py_ssize_t capacity, pool, slot_size, slots_offset, ring_offset;
+    /* header fields: byte offsets */
+    Py_ssize_t tail, reserved, allocs, cursor, puts, bytes_in, high, room_wait, put_waits,
+        put_wait_ns, head, gets, bytes_out, get_waits, get_wait_ns, releases, sweep, pmutex, cmutex;
+    /* slot fields: byte offsets inside a slot record; length is at 0, state at 4 */
+    Py_ssize_t s_owner, s_pin, s_blob;
+    /* slot states */
+    uint32_t FREE, WRITING, READY, READING, DONE;
+    sem_t *free, *fill, *room;
+    double interval;   /* recovery_interval: room_wait_until's horizon */
+    int raw;           /* copies out are bytearrays (raw arrays are built on them in place) */
+} Ring;
+
+/* -- test-only crash points ------------------------------------------------------------------ */
+/* tests/_crash_children.py switches one on with _crash_at(name, side, count, callback); the
+ * callback reports, and the process stops there for good (the test SIGKILLs it) -- except at
+ * no_room, a pause: the callback returns and the put goes on. Off, a point costs one compare
+ * of a global. Names: after_acquire (took counts, before the lock), mid_copy (holding the lock,
+ * `count` payloads and half the next copied, nothing committed), held_commit (committed,
+ * holding the lock), before_post (committed and unlocked, before posting the other side),
+ * no_room (a put found no room, holding the producer lock, before it asks for `room`). */
+enum { CP_NONE, CP_AFTER_ACQUIRE, CP_MID_COPY, CP_HELD_COMMIT, CP_BEFORE_POST, CP_NO_ROOM };
+static int crash_point = CP_NONE;
+static int crash_side;           /* 0 put, 1 get */
+static Py_ssize_t crash_count;   /* mid_copy: payloads copied whole before it */
+static PyObject *crash_callback; /* called with the GIL; does not return */
+
+static void crash(int point, int side) {
+    if (crash_point == point && crash_side == side && crash_callback) {
+        PyObject *r = PyObject_CallNoArgs(crash_callback);
+        Py_XDECREF(r);
+        PyErr_Clear();
+        if (point == CP_NO_ROOM) {
+            crash_point = CP_NONE; /* once */
+            return;
+        }
+        for (;;) pause();
+    }
+}
+
+/* -- memory --------------------------------------------------------------------------------- */
+#define P64(r, off) ((uint64_t *)((r)->base + (off)))
+#define P32(r, off) ((uint32_t *)((r)->base + (off)))
+static inline uint64_t acq(uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void rel(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline uint64_t rlx(uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline void set(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+static inline void add(uint64_t *p, uint64_t v) { set(p, rlx(p) + v); }
+
+static inline char *slot(Ring *r, Py_ssize_t s) { return r->base + r->slots_offset + s * r->slot_size; }
+static inline uint32_t *ring_entry(Ring *r, uint64_t k) {
+    return (uint32_t *)(r->base + r->ring_offset) + (k % (uint64_t)r->capacity);
+}
+static inline uint32_t state_of(char *sl) { return __atomic_load_n((uint32_t *)(sl + 4), __ATOMIC_ACQUIRE); }
+static inline void set_state(char *sl, uint32_t st) { __atomic_store_n((uint32_t *)(sl + 4), st, __ATOMIC_RELEASE); }
+static inline uint64_t *owner_of(Ring *r, char *sl) { return (uint64_t *)(sl + r->s_owner); }
+static inline uint64_t *pin_of(Ring *r, char *sl) { return (uint64_t *)(sl + r->s_pin); }
+
+static double mono(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+static uint64_t mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + ts.tv_nsec;
+}
+/* CLOCK_REALTIME `seconds` from now: what sem_timedwait and pthread_mutex_timedlock take. */
+static struct timespec real_after(double seconds) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long long ns = ts.tv_nsec + (long long)(seconds * 1e9);
+    ts.tv_sec += ns / 1000000000;
+    ts.tv_nsec = ns % 1000000000;
+    return ts;
+}
+
+/* -- liveness -------------------------------------------------------------------------------- */
+/* The start time (clock ticks since boot) of process `pid`, or 0 if it is gone or a zombie. */
+static unsigned long long start_time(long pid) {
+    char path[64], text[1024];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    text[n] = 0;
+    char *p = strrchr(text, ')'); /* the command name may hold spaces and parentheses */
+    if (!p || p[1] != ' ') return 0;
+    p += 2;
+    if (*p == 'Z' || *p == 'X') return 0;
+    for (int field = 3; field < 22; field++) { /* field 3 is the state, 22 the start time */
+        p = strchr(p, ' ');
+        if (!p) return 0;
+        p++;
+    }
+    return strtoull(p, NULL, 10);
+}
+/* An owner id is pid | (start time & 0xffffffff) << 32 (shared_queue._queue.owner_id). */
+static int owner_alive(uint64_t owner) {
+    unsigned long long st = start_time((long)(owner & 0xffffffffu));
+    return st != 0 && (st & 0xffffffffu) == (owner >> 32);
+}
+
+/* -- locks ----------------------------------------------------------------------------------- */
+static pthread_mutex_t *mutex(Ring *r, int side) { return (pthread_mutex_t *)(r->base + (side ? r->cmutex : r->pmutex)); }
+
+/* Lock a side by `deadline` (monotonic seconds; < 0: none). 1 locked, 0 timed out, -1 error. */
+static int lock(Ring *r, int side, double deadline) {
+    pthread_mutex_t *m = mutex(r, side);
+    int rc = pthread_mutex_trylock(m);
+    for (;;) {
+        if (rc == 0) return 1;
+        if (rc == EOWNERDEAD) { /* its holder died inside: carry on (see _reclaim) */
+            pthread_mutex_consistent(m);
+            return 1;
+        }
+        if (rc != EBUSY && rc != ETIMEDOUT && rc != EINTR) {
+            errno = rc;
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        if (rc != EBUSY && PyErr_CheckSignals() < 0) return -1;
+        double wait = LOCK_SLICE;
+        if (deadline >= 0) {
+            double left = deadline - mono();
+            if (left <= 0) return 0;
+            if (left < wait) wait = left;
+        }
+        struct timespec ts = real_after(wait);
+        Py_BEGIN_ALLOW_THREADS
+        rc = pthread_mutex_timedlock(m, &ts);
+        Py_END_ALLOW_THREADS
+    }
+}
+static void unlock(Ring *r, int side) { pthread_mutex_unlock(mutex(r, side)); }
+
+/* Take up to `want` counts of `sem` without waiting, on top of `have`. */
+static Py_ssize_t take_counts(sem_t *sem, Py_ssize_t have, Py_ssize_t want) {
+    while (have < want && sem_trywait(sem) == 0) have++;
+    return have;
+}
+static void post(sem_t *sem, Py_ssize_t n) {
+    while (n-- > 0) sem_post(sem);
+}
+
+/* After a get or a released slot: wake a put that sleeps for room, if one asked lately. */
+static void wake_room(Ring *r) {
+    uint64_t until = acq(P64(r, r->room_wait));
+    if (until && until > mono_ns()) {
+        int v = 1;
+        if (sem_getvalue(r->room, &v) == 0 && v == 0) sem_post(r->room);
+    }
+}
+
+/* -- the pool -------------------------------------------------------------------------------- */
+static Py_ssize_t pool_free(Ring *r) {
+    return r->pool - (Py_ssize_t)(acq(P64(r, r->allocs)) - acq(P64(r, r->releases)));
+}
+static Py_ssize_t ring_room(Ring *r) {
+    return r->capacity - (Py_ssize_t)(acq(P64(r, r->tail)) + acq(P64(r, r->reserved)) - acq(P64(r, r->head)));
+}
+
+/* Find `n` FREE slots from the cursor into `out` (producer lock); 0 if there are not n. */
+static int find_free(Ring *r, Py_ssize_t n, Py_ssize_t *out) {
+    if (pool_free(r) < n) return 0;
+    Py_ssize_t s = (Py_ssize_t)rlx(P64(r, r->cursor)), found = 0;
+    for (Py_ssize_t i = 0; i < r->pool; i++, s++) {
+        if (s >= r->pool) s = 0;
+        if (state_of(slot(r, s)) == r->FREE) {
+            out[found++] = s;
+            if (found == n) {
+                set(P64(r, r->cursor), (uint64_t)(s + 1));
+                return 1;
+            }
+        }
+    }
+    return 0; /* the counters were off: a process died mid-put (see _reclaim) */
+}
+
+/* Give a consumed slot back to the pool, or mark it DONE if a put_view array pins it
+ * (consumer lock). Returns 1 if it went to the pool. */
+static int free_slot(Ring *r, char *sl) {
+    if (acq(pin_of(r, sl))) {
+        set_state(sl, r->DONE);
+        return 0;
+    }
+    set_state(sl, r->FREE);
+    return 1;
+}
+
+/* Free the DONE slots nothing pins any more (consumer lock). */
+static Py_ssize_t sweep(Ring *r) {
+    set(P64(r, r->sweep), 0);
+    Py_ssize_t n = 0;
+    for (Py_ssize_t s = 0; s < r->pool; s++) {
+        char *sl = slot(r, s);
+        if (state_of(sl) == r->DONE && !acq(pin_of(r, sl))) {
+            set_state(sl, r->FREE);
+            n++;
+        }
+    }
+    rel(P64(r, r->releases), rlx(P64(r, r->releases)) + n);
+    return n;
+}
+
+/* Give back every slot that nothing in the ring or alive refers to (both locks). With
+ * `recover`, views and pins of dead processes go too and `reserved` is recounted. Returns
+ * > 0 if the pool or the ring gained room. */
+static Py_ssize_t reclaim(Ring *r, int recover) {
+    sweep(r);
+    uint64_t head = acq(P64(r, r->head)), tail = acq(P64(r, r->tail));
+    char *queued = calloc((size_t)r->pool, 1);
+    if (!queued) return 0;
+    for (uint64_t k = head; k < tail; k++) {
+        uint32_t s = __atomic_load_n(ring_entry(r, k), __ATOMIC_ACQUIRE);
+        if (s < (uint64_t)r->pool) queued[s] = 1;
+    }
+    Py_ssize_t nfree = 0, writing = 0, before = pool_free(r);
+    for (Py_ssize_t s = 0; s < r->pool; s++) {
+        char *sl = slot(r, s);
+        uint32_t st = state_of(sl);
+        uint64_t pin = acq(pin_of(r, sl));
+        if (recover && pin && !owner_alive(pin)) {
+            rel(pin_of(r, sl), 0); /* its put_view array died with its process */
+            pin = 0;
+        }
+        if (st == r->FREE) { nfree++; continue; }
+        if (queued[s]) continue;
+        if (st == r->WRITING || st == r->READING) {
+            if (!recover || owner_alive(acq(owner_of(r, sl)))) {
+                writing += st == r->WRITING;
+                continue;
+            }
+        } else if (st == r->DONE && pin) {
+            continue;
+        }
+        /* READY outside the ring (a put died before its commit, or a get after its own), a
+         * DONE slot nothing pins, or a view of a dead process */
+        if (pin) {
+            set_state(sl, r->DONE);
+        } else {
+            set_state(sl, r->FREE);
+            nfree++;
+        }
+    }
+    free(queued);
+    Py_ssize_t gained = nfree - before;
+    uint64_t allocs = rlx(P64(r, r->allocs));
+    if (allocs < (uint64_t)(r->pool - nfree)) { /* a put died between its slot stores and its count */
+        allocs = (uint64_t)(r->pool - nfree);
+        set(P64(r, r->allocs), allocs);
+    }
+    rel(P64(r, r->releases), allocs - (uint64_t)(r->pool - nfree));
+    if (recover) {
+        uint64_t reserved = rlx(P64(r, r->reserved));
+        gained += (Py_ssize_t)reserved - writing;
+        rel(P64(r, r->reserved), (uint64_t)writing);
+    }
+    return gained;
+}
+
+/* -- payloads -------------------------------------------------------------------------------- */
+/* A put's payloads, each bytes or a tuple of buffers written back to back, gathered before the
+ * lock: nothing under the lock calls into Python. */
+typedef struct {
+    Py_ssize_t n, nparts;
+    Py_ssize_t *sizes;  /* per payload */
+    Py_ssize_t *first;  /* per payload: index of its first part */
+    const char **ptr;   /* per part */
+    Py_ssize_t *len;    /* per part */
+    Py_buffer *views;   /* per part; obj NULL for bytes */
+    Py_ssize_t total;
+} Payloads;
+
+static void payloads_free(Payloads *p) {
+    if (p->views)
+        for (Py_ssize_t i = 0; i < p->nparts; i++)
+            if (p->views[i].obj) PyBuffer_Release(&p->views[i]);
+    PyMem_Free(p->sizes);
+    PyMem_Free(p->first);
+    PyMem_Free(p->ptr);
+    PyMem_Free(p->len);
+    PyMem_Free(p->views);
+}
+
+static int payloads_get(PyObject *list, Payloads *p) {
+    memset(p, 0, sizeof *p);
+    if (!PyList_Check(list)) {
+        PyErr_SetString(PyExc_TypeError, "payloads must be a list");
+        return -1;
+    }
+    p->n = PyList_GET_SIZE(list);
+    Py_ssize_t parts = 0;
+    for (Py_ssize_t i = 0; i < p->n; i++) {
+        PyObject *x = PyList_GET_ITEM(list, i);
+        parts += PyBytes_CheckExact(x) ? 1 : (PyTuple_Check(x) ? PyTuple_GET_SIZE(x) : 1);
+    }
+    p->sizes = PyMem_Calloc(p->n + 1, sizeof *p->sizes);
+    p->first = PyMem_Calloc(p->n + 1, sizeof *p->first);
+    p->ptr = PyMem_Calloc(parts + 1, sizeof *p->ptr);
+    p->len = PyMem_Calloc(parts + 1, sizeof *p->len);
+    p->views = PyMem_Calloc(parts + 1, sizeof *p->views);
+    if (!p->sizes || !p->first || !p->ptr || !p->len || !p->views) {
+        payloads_free(p);
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t j = 0;
+    for (Py_ssize_t i = 0; i < p->n; i++) {
+        PyObject *x = PyList_GET_ITEM(list, i);
+        p->first[i] = j;
+        if (PyBytes_CheckExact(x)) {
+            p->ptr[j] = PyBytes_AS_STRING(x);
+            p->len[j] = PyBytes_GET_SIZE(x);
+            p->sizes[i] = p->len[j++];
+        } else {
+            Py_ssize_t m = PyTuple_Check(x) ? PyTuple_GET_SIZE(x) : 1;
+            for (Py_ssize_t q = 0; q < m; q++) {
+                PyObject *part = PyTuple_Check(x) ? PyTuple_GET_ITEM(x, q) : x;
+                if (PyObject_GetBuffer(part, &p->views[j], PyBUF_C_CONTIGUOUS) < 0) {
+                    p->nparts = j;
+                    payloads_free(p);
+                    return -1;
+                }
+                p->ptr[j] = p->views[j].buf;
+                p->len[j] = p->views[j].len;
+                p->sizes[i] += p->len[j++];
+            }
+        }
+        p->total += p->sizes[i];
+    }
+    p->first[p->n] = j;
+    p->nparts = j;
+    return 0;
+}
+
+/* Copy payload i into the blob at `dst`; with `half`, only the first half of it. */
+static void copy_payload(Payloads *p, Py_ssize_t i, char *dst, int half) {
+    Py_ssize_t limit = half ? p->sizes[i] / 2 : p->sizes[i], done = 0;
+    for (Py_ssize_t j = p->first[i]; j < p->first[i + 1] && done < limit; j++) {
+        Py_ssize_t m = p->len[j] < limit - done ? p->len[j] : limit - done;
+        memcpy(dst + done, p->ptr[j], (size_t)m);
+        done += m;
+    }
+}
+
+/* -- the Ring type --------------------------------------------------------------------------- */
+static int ring_check(Ring *r) {
+    if (!r->open) {
+        PyErr_SetString(PyExc_ValueError, "the ring is closed");
+        return -1;
+    }
+    return 0;
+}
+
+static void record_wait(Ring *r, Py_ssize_t waits_off, Py_ssize_t ns_off, uint64_t waited_ns) {
+    if (waited_ns) {
+        add(P64(r, waits_off), 1);
+        add(P64(r, ns_off), waited_ns);
+    }
+}
+
+static void ask_room(Ring *r) {
+    uint64_t until = mono_ns() + (uint64_t)(r->interval * 1e9);
+    if (until > rlx(P64(r, r->room_wait))) rel(P64(r, r->room_wait), until);
+}
+
+/* put(payloads, tokens, waited_ns, lock_deadline, will_wait, roomed)
+ *   -> (moved, tokens, room, on_room); moved -1: the lock was not had by the deadline;
+ *   on_room 1: a batch the ring has no room for, 2: the pool has too few FREE slots (both
+ *   wait on `room`, asked for with room_wait_until when will_wait). */
+static PyObject *Ring_put(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 6) return PyErr_Format(PyExc_TypeError, "put takes 6 arguments");
+    if (ring_check(r) < 0) return NULL;
+    Py_ssize_t tokens = PyLong_AsSsize_t(args[1]);
+    uint64_t waited = PyLong_AsUnsignedLongLong(args[2]);
+    double deadline = PyFloat_AsDouble(args[3]);
+    int will_wait = PyObject_IsTrue(args[4]), roomed = PyObject_IsTrue(args[5]);
+    if (PyErr_Occurred()) return NULL;
+    Payloads p;
+    if (payloads_get(args[0], &p) < 0) return NULL;
+    Py_ssize_t n = p.n, moved = 0, room = 0;
+    int on_room = 0;
+    Py_ssize_t local[8], *slots = n <= 8 ? local : PyMem_Malloc(sizeof *slots * n);
+    if (!slots) {
+        payloads_free(&p);
+        return PyErr_NoMemory();
+    }
+    Py_ssize_t had = tokens;
+    tokens = take_counts(r->free, tokens, n);
+    if (tokens > had) crash(CP_AFTER_ACQUIRE, 0);
+    int locked = lock(r, 0, deadline);
+    if (locked <= 0) {
+        if (slots != local) PyMem_Free(slots);
+        payloads_free(&p);
+        if (locked < 0) {
+            post(r->free, tokens - had); /* the caller still owns the counts it passed in */
+            return NULL;
+        }
+        return Py_BuildValue("(nnni)", (Py_ssize_t)-1, tokens, (Py_ssize_t)0, 0);
+    }
+    uint64_t tail = rlx(P64(r, r->tail));
+    Py_ssize_t used = (Py_ssize_t)(tail + rlx(P64(r, r->reserved)) - acq(P64(r, r->head)));
+    room = r->capacity - used;
+    if (room < n) {
+        on_room = n > 1;       /* a batch waits for room on `room` */
+    } else if (!find_free(r, n, slots)) {
+        on_room = 2;           /* the ring has room, the pool not: views hold the slots */
+    } else {
+        int nogil = p.total >= BIG_COPY && crash_point == CP_NONE;
+        PyThreadState *ts = nogil ? PyEval_SaveThread() : NULL;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            char *blob = slot(r, slots[i]) + r->s_blob;
+            if (crash_point == CP_MID_COPY && crash_side == 0 && i == crash_count) {
+                copy_payload(&p, i, blob, 1);
+                crash(CP_MID_COPY, 0);
+            }
+            copy_payload(&p, i, blob, 0);
+        }
+        if (ts) PyEval_RestoreThread(ts);
+        /* The slots leave the pool only now, so a put killed while copying leaves them FREE. */
+        for (Py_ssize_t i = 0; i < n; i++) {
+            rel((uint64_t *)slot(r, slots[i]), (uint64_t)p.sizes[i] | (uint64_t)r->READY << 32);
+            __atomic_store_n(ring_entry(r, tail + i), (uint32_t)slots[i], __ATOMIC_RELEASE);
+        }
+        add(P64(r, r->allocs), n);
+        rel(P64(r, r->tail), tail + n); /* commit point: the items are visible from here on */
+        crash(CP_HELD_COMMIT, 0);
+        add(P64(r, r->puts), n);
+        add(P64(r, r->bytes_in), p.total);
+        if ((uint64_t)(used + n) > rlx(P64(r, r->high))) set(P64(r, r->high), used + n);
+        record_wait(r, r->put_waits, r->put_wait_ns, waited);
+        moved = n;
+        room -= n;
+    }
+    if (!moved) crash(CP_NO_ROOM, 0);
+    if (!moved && on_room && will_wait) ask_room(r);
+    unlock(r, 0);
+    if (slots != local) PyMem_Free(slots);
+    payloads_free(&p);
+    if (moved) {
+        crash(CP_BEFORE_POST, 0);
+        post(r->fill, n);
+        if (roomed && rlx(P64(r, r->room_wait)) && pool_free(r) > 0) wake_room(r); /* pass it on */
+        tokens = 0; /* used, or surplus counts that the header did not back */
+    } else if (tokens > room) {
+        tokens = room < 0 ? 0 : room; /* the rest were surplus */
+    }
+    return Py_BuildValue("(nnni)", moved, tokens, room, on_room);
+}
+
+/* get(limit, want, tokens, waited_ns, lock_deadline) -> (items, tokens, left);
+ * items None: the lock was not had by the deadline. */
+static PyObject *Ring_get(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) return PyErr_Format(PyExc_TypeError, "get takes 5 arguments");
+    if (ring_check(r) < 0) return NULL;
+    Py_ssize_t limit = PyLong_AsSsize_t(args[0]), want = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t tokens = PyLong_AsSsize_t(args[2]);
+    uint64_t waited = PyLong_AsUnsignedLongLong(args[3]);
+    double deadline = PyFloat_AsDouble(args[4]);
+    if (PyErr_Occurred()) return NULL;
+    Py_ssize_t had = tokens;
+    tokens = take_counts(r->fill, tokens, want);
+    if (tokens > had) crash(CP_AFTER_ACQUIRE, 1);
+    int locked = lock(r, 1, deadline);
+    if (locked < 0) {
+        post(r->fill, tokens - had); /* the caller still owns the counts it passed in */
+        return NULL;
+    }
+    if (!locked) return Py_BuildValue("(Onn)", Py_None, tokens, (Py_ssize_t)0);
+    uint64_t head = rlx(P64(r, r->head));
+    Py_ssize_t avail = (Py_ssize_t)(acq(P64(r, r->tail)) - head);
+    Py_ssize_t k = avail < limit ? avail : limit;
+    if (k < 1) {
+        unlock(r, 1);
+        return Py_BuildValue("(Nnn)", PyList_New(0), (Py_ssize_t)0, (Py_ssize_t)0);
+    }
+    PyObject *items = PyList_New(k);
+    char *local[8], **sls = k <= 8 ? local : PyMem_Malloc(sizeof *sls * k);
+    if (!items || !sls) goto fail;
+    Py_ssize_t nbytes = 0;
+    for (Py_ssize_t i = 0; i < k; i++) {
+        if (crash_point == CP_MID_COPY && crash_side == 1 && i == crash_count) crash(CP_MID_COPY, 1);
+        char *sl = slot(r, __atomic_load_n(ring_entry(r, head + i), __ATOMIC_ACQUIRE));
+        Py_ssize_t size = (Py_ssize_t)(acq((uint64_t *)sl) & 0xffffffffu);
+        char *blob = sl + r->s_blob;
+        PyObject *x = (!r->raw && size && (unsigned char)blob[0] == 0x80)
+                          ? PyBytes_FromStringAndSize(NULL, size)
+                          : PyByteArray_FromStringAndSize(NULL, size); /* writable: arrays live in it */
+        if (!x) goto fail;
+        char *dst = PyBytes_CheckExact(x) ? PyBytes_AS_STRING(x) : PyByteArray_AS_STRING(x);
+        if (size >= BIG_COPY) {
+            Py_BEGIN_ALLOW_THREADS
+            memcpy(dst, blob, (size_t)size);
+            Py_END_ALLOW_THREADS
+        } else {
+            memcpy(dst, blob, (size_t)size);
+        }
+        PyList_SET_ITEM(items, i, x);
+        sls[i] = sl;
+        nbytes += size;
+    }
+    rel(P64(r, r->head), head + k); /* commit point: the items are taken */
+    crash(CP_HELD_COMMIT, 1);
+    Py_ssize_t freed = 0;
+    for (Py_ssize_t i = 0; i < k; i++) freed += free_slot(r, sls[i]);
+    rel(P64(r, r->releases), rlx(P64(r, r->releases)) + freed); /* after the stores */
+    add(P64(r, r->gets), k);
+    add(P64(r, r->bytes_out), nbytes);
+    record_wait(r, r->get_waits, r->get_wait_ns, waited);
+    if (rlx(P64(r, r->sweep))) sweep(r);
+    unlock(r, 1);
+    if (sls != local) PyMem_Free(sls);
+    crash(CP_BEFORE_POST, 1);
+    post(r->free, k);
+    wake_room(r);
+    return Py_BuildValue("(Nnn)", items, (Py_ssize_t)0, avail - k);
+fail:
+    unlock(r, 1); /* nothing committed: the items stay */
+    Py_XDECREF(items);
+    if (sls && sls != local) PyMem_Free(sls);
+    post(r->fill, tokens - had);
+    return NULL;
+}
+
+/* claim_put(owner, tokens, waited_ns, lock_deadline, will_wait) -> (off, tokens, room, on_room):
+ * a FREE slot for a put_view (WRITING) and a reserved ring entry; off -1 none, -2 timed out. */
+static PyObject *Ring_claim_put(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) return PyErr_Format(PyExc_TypeError, "claim_put takes 5 arguments");
+    if (ring_check(r) < 0) return NULL;
+    uint64_t owner = PyLong_AsUnsignedLongLong(args[0]);
+    Py_ssize_t tokens = PyLong_AsSsize_t(args[1]);
+    uint64_t waited = PyLong_AsUnsignedLongLong(args[2]);
+    double deadline = PyFloat_AsDouble(args[3]);
+    int will_wait = PyObject_IsTrue(args[4]);
+    if (PyErr_Occurred()) return NULL;
+    Py_ssize_t had = tokens;
+    tokens = take_counts(r->free, tokens, 1);
+    int locked = lock(r, 0, deadline);
+    if (locked < 0) {
+        post(r->free, tokens - had);
+        return NULL;
+    }
+    if (!locked) return Py_BuildValue("(nnni)", (Py_ssize_t)-2, tokens, (Py_ssize_t)0, 0);
+    Py_ssize_t used = (Py_ssize_t)(rlx(P64(r, r->tail)) + rlx(P64(r, r->reserved)) - acq(P64(r, r->head)));
+    Py_ssize_t room = r->capacity - used, s = -1, off = -1;
+    int on_room = 0;
+    if (room >= 1) {
+        if (find_free(r, 1, &s)) {
+            char *sl = slot(r, s);
+            rel(owner_of(r, sl), owner);
+            set_state(sl, r->WRITING);
+            add(P64(r, r->allocs), 1);
+            rel(P64(r, r->reserved), rlx(P64(r, r->reserved)) + 1); /* the claim */
+            if ((uint64_t)(used + 1) > rlx(P64(r, r->high))) set(P64(r, r->high), used + 1);
+            record_wait(r, r->put_waits, r->put_wait_ns, waited);
+            off = sl - r->base;
+            room -= 1;
+        } else {
+            on_room = 2;
+            if (will_wait) ask_room(r);
+        }
+    }
+    unlock(r, 0);
+    if (off >= 0) tokens = 0;
+    else if (tokens > room) tokens = room < 0 ? 0 : room;
+    return Py_BuildValue("(nnni)", off, tokens, room, on_room);
+}
+
+/* publish(off, size, ok, owner): end a put_view (producer lock): queue its item, or discard it
+ * and give its ring entry back. The slot stays pinned by `owner` until its array goes. */
+static PyObject *Ring_publish(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) return PyErr_Format(PyExc_TypeError, "publish takes 4 arguments");
+    if (ring_check(r) < 0) return NULL;
+    Py_ssize_t off = PyLong_AsSsize_t(args[0]), size = PyLong_AsSsize_t(args[1]);
+    int ok = PyObject_IsTrue(args[2]);
+    uint64_t owner = PyLong_AsUnsignedLongLong(args[3]);
+    if (PyErr_Occurred()) return NULL;
+    char *sl = r->base + off;
+    if (lock(r, 0, -1) < 0) return NULL;
+    rel(pin_of(r, sl), owner);
+    if (ok) {
+        uint64_t tail = rlx(P64(r, r->tail));
+        rel((uint64_t *)sl, (uint64_t)size | (uint64_t)r->READY << 32);
+        __atomic_store_n(ring_entry(r, tail), (uint32_t)((off - r->slots_offset) / r->slot_size), __ATOMIC_RELEASE);
+        rel(P64(r, r->reserved), rlx(P64(r, r->reserved)) - 1);
+        rel(P64(r, r->tail), tail + 1); /* commit point */
+        add(P64(r, r->puts), 1);
+        add(P64(r, r->bytes_in), size);
+    } else {
+        set_state(sl, r->DONE);
+        rel(P64(r, r->reserved), rlx(P64(r, r->reserved)) - 1);
+    }
+    unlock(r, 0);
+    post(ok ? r->fill : r->free, 1);
+    if (!ok) wake_room(r);
+    Py_RETURN_NONE;
+}
+
+/* claim_get(owner, tokens, waited_ns, lock_deadline) -> (off, size, tokens, left): take the item
+ * at the head for a get_view (READING); off -1 none, -2 timed out. */
+static PyObject *Ring_claim_get(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) return PyErr_Format(PyExc_TypeError, "claim_get takes 4 arguments");
+    if (ring_check(r) < 0) return NULL;
+    uint64_t owner = PyLong_AsUnsignedLongLong(args[0]);
+    Py_ssize_t tokens = PyLong_AsSsize_t(args[1]);
+    uint64_t waited = PyLong_AsUnsignedLongLong(args[2]);
+    double deadline = PyFloat_AsDouble(args[3]);
+    if (PyErr_Occurred()) return NULL;
+    Py_ssize_t had = tokens;
+    tokens = take_counts(r->fill, tokens, 1);
+    int locked = lock(r, 1, deadline);
+    if (locked < 0) {
+        post(r->fill, tokens - had);
+        return NULL;
+    }
+    if (!locked) return Py_BuildValue("(nnnn)", (Py_ssize_t)-2, (Py_ssize_t)0, tokens, (Py_ssize_t)0);
+    uint64_t head = rlx(P64(r, r->head));
+    Py_ssize_t avail = (Py_ssize_t)(acq(P64(r, r->tail)) - head), off = -1, size = 0;
+    if (avail >= 1) {
+        char *sl = slot(r, __atomic_load_n(ring_entry(r, head), __ATOMIC_ACQUIRE));
+        rel(owner_of(r, sl), owner);
+        set_state(sl, r->READING);
+        rel(P64(r, r->head), head + 1); /* commit point: the item is taken */
+        size = (Py_ssize_t)(acq((uint64_t *)sl) & 0xffffffffu);
+        add(P64(r, r->gets), 1);
+        add(P64(r, r->bytes_out), size);
+        record_wait(r, r->get_waits, r->get_wait_ns, waited);
+        off = sl - r->base;
+        avail -= 1;
+    }
+    if (rlx(P64(r, r->sweep))) sweep(r);
+    unlock(r, 1);
+    if (off >= 0) {
+        post(r->free, 1);
+        wake_room(r);
+        tokens = 0;
+    } else {
+        tokens = 0;
+    }
+    return Py_BuildValue("(nnnn)", off, size, tokens, avail);
+}
+
+/* release(off, pin): give back a slot a view held (a get_view's READING slot, or a put_view's
+ * pin). Only tries the consumer lock: a finalizer may run while this thread holds it. */
+static PyObject *Ring_release(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) return PyErr_Format(PyExc_TypeError, "release takes 2 arguments");
+    Py_ssize_t off = PyLong_AsSsize_t(args[0]);
+    int pin = PyObject_IsTrue(args[1]);
+    if (PyErr_Occurred()) return NULL;
+    char *sl = r->base + off;
+    pthread_mutex_t *m = mutex(r, 1);
+    int rc = pthread_mutex_trylock(m);
+    if (rc == EOWNERDEAD) {
+        pthread_mutex_consistent(m);
+        rc = 0;
+    }
+    int freed = 0;
+    if (rc == 0) {
+        if (pin) {
+            rel(pin_of(r, sl), 0);
+            if (state_of(sl) == r->DONE) freed = 1;
+        } else if (acq(pin_of(r, sl))) {
+            set_state(sl, r->DONE);
+        } else {
+            freed = 1;
+        }
+        if (freed) {
+            set_state(sl, r->FREE);
+            rel(P64(r, r->releases), rlx(P64(r, r->releases)) + 1);
+        }
+        unlock(r, 1);
+    } else { /* busy: leave it to a sweep by whoever holds it next */
+        if (pin) rel(pin_of(r, sl), 0);
+        else set_state(sl, r->DONE);
+        rel(P64(r, r->sweep), 1);
+        freed = 1;
+    }
+    if (freed) wake_room(r);
+    Py_RETURN_NONE;
+}
+
+/* catch_up(recover, lock_deadline) -> gained: _reclaim under both locks, producer first. */
+static PyObject *Ring_catch_up(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) return PyErr_Format(PyExc_TypeError, "catch_up takes 2 arguments");
+    if (ring_check(r) < 0) return NULL;
+    int recover = PyObject_IsTrue(args[0]);
+    double deadline = PyFloat_AsDouble(args[1]);
+    if (PyErr_Occurred()) return NULL;
+    int locked = lock(r, 0, deadline);
+    if (locked <= 0) return locked < 0 ? NULL : PyLong_FromLong(0);
+    locked = lock(r, 1, deadline);
+    if (locked <= 0) {
+        unlock(r, 0);
+        return locked < 0 ? NULL : PyLong_FromLong(0);
+    }
+    Py_ssize_t gained = reclaim(r, recover);
+    unlock(r, 1);
+    unlock(r, 0);
+    return PyLong_FromSsize_t(gained);
+}
+
+/* wait(which, timeout) -> bool: take one count of free (0), fill (1) or room (2), waiting at
+ * most `timeout` seconds without the GIL; signal handlers run (and may raise) as they come. */
+static PyObject *Ring_wait(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) return PyErr_Format(PyExc_TypeError, "wait takes 2 arguments");
+    if (ring_check(r) < 0) return NULL;
+    long which = PyLong_AsLong(args[0]);
+    double timeout = PyFloat_AsDouble(args[1]);
+    if (PyErr_Occurred()) return NULL;
+    sem_t *sem = which == 0 ? r->free : which == 1 ? r->fill : r->room;
+    if (sem_trywait(sem) == 0) Py_RETURN_TRUE;
+    double deadline = mono() + timeout;
+    for (;;) {
+        double left = deadline - mono();
+        if (left <= 0) Py_RETURN_FALSE;
+        struct timespec ts = real_after(left);
+        int rc, err;
+        Py_BEGIN_ALLOW_THREADS
+        rc = sem_timedwait(sem, &ts);
+        err = errno;
+        Py_END_ALLOW_THREADS
+        if (rc == 0) Py_RETURN_TRUE;
+        if (err == EINTR) {
+            if (PyErr_CheckSignals() < 0) return NULL;
+            continue;
+        }
+        if (err == ETIMEDOUT) continue; /* the loop decides on the monotonic clock */
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+}
+
+static PyObject *Ring_size(Ring *r, PyObject *unused) {
+    if (ring_check(r) < 0) return NULL;
+    int64_t n = (int64_t)(acq(P64(r, r->tail)) - acq(P64(r, r->head)));
+    return PyLong_FromLongLong(n < 0 ? 0 : n > r->capacity ? r->capacity : n);
+}
+static PyObject *Ring_room(Ring *r, PyObject *unused) {
+    if (ring_check(r) < 0) return NULL;
+    return PyLong_FromSsize_t(ring_room(r));
+}
+static PyObject *Ring_pool_free(Ring *r, PyObject *unused) {
+    if (ring_check(r) < 0) return NULL;
+    return PyLong_FromSsize_t(pool_free(r));
+}
+static PyObject *Ring_full(Ring *r, PyObject *unused) {
+    if (ring_check(r) < 0) return NULL;
+    return PyBool_FromLong(ring_room(r) < 1 || (pool_free(r) < 1 && !acq(P64(r, r->sweep))));
+}
+
+static void ring_release_resources(Ring *r) {
+    if (r->free) sem_close(r->free);
+    if (r->fill) sem_close(r->fill);
+    if (r->room) sem_close(r->room);
+    r->free = r->fill = r->room = NULL;
+    if (r->buf.obj) PyBuffer_Release(&r->buf);
+    r->base = NULL;
+    r->open = 0;
+}
+
+static PyObject *Ring_close(Ring *r, PyObject *unused) {
+    ring_release_resources(r);
+    Py_RETURN_NONE;
+}
+
+static void Ring_dealloc(Ring *r) {
+    ring_release_resources(r);
+    Py_TYPE(r)->tp_free((PyObject *)r);
+}
+
+static int get_off(PyObject *layout, const char *key, Py_ssize_t *out) {
+    PyObject *v = PyDict_GetItemString(layout, key); /* borrowed */
+    if (!v) {
+        PyErr_Format(PyExc_KeyError, "layout has no %s", key);
+        return -1;
+    }
+    *out = PyLong_AsSsize_t(v);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* Ring(mapping, layout: dict, semaphore names: (free, fill, room), recovery_interval, raw) */
+static int Ring_init(Ring *r, PyObject *args, PyObject *kw) {
+    PyObject *mapping, *layout;
+    const char *names[3];
+    double interval;
+    int raw;
+    if (!PyArg_ParseTuple(args, "OO!(sss)dp", &mapping, &PyDict_Type, &layout, &names[0], &names[1],
+                          &names[2], &interval, &raw))
+        return -1;
+    if (r->open) {
+        PyErr_SetString(PyExc_RuntimeError, "Ring is initialised once");
+        return -1;
+    }
+    struct { const char *key; Py_ssize_t *to; } fields[] = {
+        {"capacity", &r->capacity}, {"pool", &r->pool}, {"slot_size", &r->slot_size},
+        {"slots_offset", &r->slots_offset}, {"ring_offset", &r->ring_offset},
+        {"header.tail", &r->tail}, {"header.reserved", &r->reserved}, {"header.allocs", &r->allocs},
+        {"header.cursor", &r->cursor}, {"header.puts", &r->puts}, {"header.bytes_in", &r->bytes_in},
+        {"header.high_water", &r->high}, {"header.room_wait_until", &r->room_wait},
+        {"header.put_waits", &r->put_waits}, {"header.put_wait_ns", &r->put_wait_ns}, {"header.head", &r->head},
+        {"header.gets", &r->gets}, {"header.bytes_out", &r->bytes_out}, {"header.get_waits", &r->get_waits},
+        {"header.get_wait_ns", &r->get_wait_ns}, {"header.releases", &r->releases}, {"header.sweep", &r->sweep},
+        {"header.producer_mutex", &r->pmutex}, {"header.consumer_mutex", &r->cmutex},
+        {"slot.owner", &r->s_owner}, {"slot.pin", &r->s_pin}, {"slot.blob", &r->s_blob},
+    };
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+        if (get_off(layout, fields[i].key, fields[i].to) < 0) return -1;
+    Py_ssize_t length, state, states[5];
+    const char *state_keys[5] = {"FREE", "WRITING", "READY", "READING", "DONE"};
+    if (get_off(layout, "slot.length", &length) < 0 || get_off(layout, "slot.state", &state) < 0) return -1;
+    for (int i = 0; i < 5; i++)
+        if (get_off(layout, state_keys[i], &states[i]) < 0) return -1;
+    if (length != 0 || state != 4) {
+        PyErr_SetString(PyExc_ValueError, "a slot's length and state must share its first 8 bytes");
+        return -1;
+    }
+    r->FREE = states[0], r->WRITING = states[1], r->READY = states[2], r->READING = states[3], r->DONE = states[4];
+    if (PyObject_GetBuffer(mapping, &r->buf, PyBUF_WRITABLE) < 0) return -1;
+    r->base = r->buf.buf;
+    Py_ssize_t end = r->slots_offset + r->pool * r->slot_size;
+    if (end > r->buf.len || ((uintptr_t)r->base & 63)) {
+        PyBuffer_Release(&r->buf);
+        PyErr_SetString(PyExc_ValueError, "the mapping does not hold the layout");
+        return -1;
+    }
+    sem_t **sems[3] = {&r->free, &r->fill, &r->room};
+    for (int i = 0; i < 3; i++) {
+        *sems[i] = sem_open(names[i], 0);
+        if (*sems[i] == SEM_FAILED) {
+            *sems[i] = NULL;
+            int err = errno;
+            ring_release_resources(r);
+            errno = err;
+            PyErr_SetFromErrnoWithFilename(err == ENOENT ? PyExc_FileNotFoundError : PyExc_OSError, names[i]);
+            return -1;
+        }
+    }
+    r->interval = interval;
+    r->raw = raw;
+    r->open = 1;
+    return 0;
+}
+
+static PyMethodDef Ring_methods[] = {
+    {"put", (PyCFunction)(void (*)(void))Ring_put, METH_FASTCALL, "One put attempt."},
+    {"get", (PyCFunction)(void (*)(void))Ring_get, METH_FASTCALL, "One get attempt."},
+    {"claim_put", (PyCFunction)(void (*)(void))Ring_claim_put, METH_FASTCALL, "Claim a slot for a put_view."},
+    {"publish", (PyCFunction)(void (*)(void))Ring_publish, METH_FASTCALL, "End a put_view."},
+    {"claim_get", (PyCFunction)(void (*)(void))Ring_claim_get, METH_FASTCALL, "Take an item for a get_view."},
+    {"release", (PyCFunction)(void (*)(void))Ring_release, METH_FASTCALL, "Give back a view's slot."},
+    {"catch_up", (PyCFunction)(void (*)(void))Ring_catch_up, METH_FASTCALL, "Reclaim slots under both locks."},
+    {"wait", (PyCFunction)(void (*)(void))Ring_wait, METH_FASTCALL, "Wait for a semaphore count."},
+    {"size", (PyCFunction)Ring_size, METH_NOARGS, "Items a get can take."},
+    {"room", (PyCFunction)Ring_room, METH_NOARGS, "Items the ring takes."},
+    {"pool_free", (PyCFunction)Ring_pool_free, METH_NOARGS, "FREE slots by the counters."},
+    {"full", (PyCFunction)Ring_full, METH_NOARGS, "Whether a put_nowait would find no room."},
+    {"close", (PyCFunction)Ring_close, METH_NOARGS, "Release the mapping and the semaphores."},
+    {NULL},
+};
+
+static PyTypeObject RingType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "shared_queue._core.Ring",
+    .tp_basicsize = sizeof(Ring),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The hot path of one queue handle over its mapped segment.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Ring_init,
+    .tp_dealloc = (destructor)Ring_dealloc,
+    .tp_methods = Ring_methods,
+};
+
+/* -- module functions ------------------------------------------------------------------------ */
+/* init_locks(mapping, producer_off, consumer_off, robust): make the two process-shared mutexes
+ * of a new segment (robust unless a benchmark asks for the unsafe baseline). */
+static PyObject *init_locks(PyObject *mod, PyObject *args) {
+    PyObject *mapping;
+    Py_ssize_t offs[2];
+    int robust;
+    if (!PyArg_ParseTuple(args, "Onnp", &mapping, &offs[0], &offs[1], &robust)) return NULL;
+    Py_buffer b;
+    if (PyObject_GetBuffer(mapping, &b, PyBUF_WRITABLE) < 0) return NULL;
+    pthread_mutexattr_t a;
+    int rc = pthread_mutexattr_init(&a);
+    if (!rc) rc = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    if (!rc && robust) rc = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    for (int i = 0; i < 2 && !rc; i++) {
+        if (offs[i] < 0 || offs[i] + (Py_ssize_t)sizeof(pthread_mutex_t) > b.len) rc = EINVAL;
+        else rc = pthread_mutex_init((pthread_mutex_t *)((char *)b.buf + offs[i]), &a);
+    }
+    pthread_mutexattr_destroy(&a);
+    PyBuffer_Release(&b);
+    if (rc) {
+        errno = rc;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
+/* _crash_at(name, side, count, callback): TEST ONLY. Stop at the named point of this
+ * process's next put ("put") or get ("get") and call `callback`, which must not return. */
+static PyObject *crash_at(PyObject *mod, PyObject *args) {
+    const char *name, *side;
+    Py_ssize_t count;
+    PyObject *cb;
+    if (!PyArg_ParseTuple(args, "ssnO", &name, &side, &count, &cb)) return NULL;
+    static const char *names[] = {"none",        "after_acquire", "mid_copy",
+                                  "held_commit", "before_post",   "no_room"};
+    int point = -1;
+    for (int i = 0; i < 6; i++)
+        if (!strcmp(name, names[i])) point = i;
+    if (point < 0) return PyErr_Format(PyExc_ValueError, "unknown crash point %s", name);
+    Py_XINCREF(cb);
+    Py_XSETREF(crash_callback, point == CP_NONE ? NULL : cb);
+    if (point == CP_NONE) Py_XDECREF(cb);
+    crash_point = point;
+    crash_side = strcmp(side, "get") == 0;
+    crash_count = count;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"init_locks", init_locks, METH_VARARGS, "Make a new segment's two process-shared mutexes."},
+    {"_crash_at", crash_at, METH_VARARGS, "Test only: stop at a named point of a put or get."},
+    {NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "shared_queue._core",
+    "The ring's hot path: locks, counts, copies and commits (see docs/design.md).", -1,
+    module_methods,
+};
+
+PyMODINIT_FUNC PyInit__core(void) {
+    if (PyType_Ready(&RingType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    Py_INCREF(&RingType);
+    if (PyModule_AddObject(m, "Ring", (PyObject *)&RingType) < 0 ||
+        PyModule_AddIntConstant(m, "MUTEX_SIZE", (long)sizeof(pthread_mutex_t)) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
