@@ -5,26 +5,29 @@ from __future__ import annotations
 import os
 from multiprocessing import get_context
 
+from ._errors import Empty
 from ._queue import SharedMemoryQueue
 
 
 def _worker(queue_name: str, run_id: str, worker_id: int) -> None:
-    queue = SharedMemoryQueue(name=queue_name, create=False, run_id=run_id)
+    tasks = SharedMemoryQueue(name=queue_name, create=False, run_id=run_id)
     while True:
         try:
-            task = queue.get(timeout=1.0)
-        except queue.Empty:
+            task = tasks.get(timeout=1.0)
+        except Empty:
             continue
         if task == "STOP":
             break
-        print(f"worker {worker_id} processing {task}", flush=True)
-    queue.close()
+        # One write per line (end="" with the newline in the text): workers share stdout, and
+        # under PYTHONUNBUFFERED print's separate newline write could land in another's line.
+        print(f"worker {worker_id} processing {task}\n", end="", flush=True)
+    tasks.close()
 
 
 def main() -> None:
     """Create a queue, start three workers, feed them 20 tasks, stop them, clean up."""
     run_id = f"demo_{os.getpid()}"
-    queue = SharedMemoryQueue(name="tasks", create=True, capacity=100, run_id=run_id)
+    tasks = SharedMemoryQueue(name="tasks", create=True, capacity=100, run_id=run_id)
     workers = [
         get_context("spawn").Process(target=_worker, args=("tasks", run_id, i)) for i in range(3)
     ]
@@ -32,15 +35,15 @@ def main() -> None:
         for p in workers:
             p.start()
         for i in range(20):
-            queue.put(f"task_{i}")
+            tasks.put(f"task_{i}")
         for _ in workers:
-            queue.put("STOP")
+            tasks.put("STOP")
         for p in workers:
             p.join(30)
-        print(f"final queue size: {queue.qsize()}; metrics: {queue.get_metrics()}")
+        print(f"final queue size: {tasks.qsize()}; metrics: {tasks.get_metrics()}")
     finally:
         for p in workers:
             if p.is_alive():
                 p.kill()
-        queue.unlink()
-        queue.close()
+        tasks.unlink()
+        tasks.close()
