@@ -1,4 +1,9 @@
-"""Waiting for a semaphore from asyncio without a thread per waiter and without polling.
+"""The asyncio layer: ``SharedMemoryQueue``, the sync core (``_queue.QueueCore``) plus async
+methods, and waiting for a semaphore from asyncio without a thread per waiter or polling.
+
+The core knows nothing of asyncio: an async call is the core's non-blocking try, and in between
+an await on the semaphore the core would have slept on. The await is the only suspension point,
+so cancellation cannot split an operation.
 
 One ``SemWaiter`` per semaphore per queue handle owns one daemon thread. While coroutines
 wait, that thread sleeps in the semaphore's ``sem_timedwait``; each count it takes goes to the
@@ -13,11 +18,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import os
 import threading
+import time
+from collections.abc import Iterable
+from typing import Any, cast
 
 import posix_ipc
 
 from . import _sync
+from ._errors import Empty, Full
+from ._queue import QueueCore, _positive_int
+from ._serialize import Parts
 
 
 class SemWaiter:
@@ -145,3 +157,108 @@ def _call_soon(loop: asyncio.AbstractEventLoop, fn: object, *args: object) -> bo
     except RuntimeError:  # the loop was closed
         return False
     return True
+
+
+class SharedMemoryQueue(QueueCore):
+    __doc__ = QueueCore.__doc__
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # One waiter thread per semaphore, made on the first async wait.
+        self._waiters: dict[int, SemWaiter] = {}
+        self._waiters_pid = os.getpid()
+        self._waiters_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    async def put_async(self, item: Any, timeout: float | None = None) -> None:
+        """Put ``item``, waiting for a free slot without blocking the event loop.
+
+        A cancelled call either put the item or, when it raises CancelledError, did not.
+
+        Raises:
+            Full: No slot freed up within ``timeout``.
+            ValueError, TypeError: As for ``put``; ValueError also if the handle closes.
+        """
+        await self._async(True, [self._dumps(item)], 1, timeout)
+
+    async def put_batch_async(self, items: Iterable[Any], timeout: float | None = None) -> None:
+        """Put all ``items`` or none, waiting for room without blocking the event loop.
+
+        Raises:
+            Full: Room for the whole batch did not free up within ``timeout``.
+            ValueError, TypeError: As for ``put_batch``.
+        """
+        payloads = self._batch_payloads(items)
+        if payloads:
+            await self._async(True, payloads, len(payloads), timeout)
+
+    async def get_async(self, timeout: float | None = None) -> Any:
+        """Remove and return the item at the head, waiting without blocking the event loop.
+
+        A cancelled call either returned its item or left it in the queue.
+
+        Raises:
+            Empty: No item arrived within ``timeout``.
+            ValueError: The handle is closed (also while waiting).
+        """
+        return self._decode(await self._async(False, None, 1, timeout))[0]
+
+    async def get_batch_async(self, max_items: int, timeout: float | None = None) -> list[Any]:
+        """Remove and return 1 to ``max_items`` items, waiting for the first without blocking.
+
+        Raises:
+            Empty: No item arrived within ``timeout``.
+            ValueError: ``max_items`` is not positive, or the handle is closed.
+        """
+        _positive_int("max_items", max_items, 2**63 - 1)
+        return self._decode(await self._async(False, None, max_items, timeout))
+
+    async def _async(
+        self, put: bool, payloads: list[bytes | Parts] | None, n: int, timeout: float | None
+    ) -> list[Any]:
+        # The sync core, tried without blocking; in between, an await on the semaphore (or,
+        # for a batch put, on `room`) that the handle's waiter thread takes counts from. The
+        # await is the only suspension point, so cancellation cannot split an operation.
+        if timeout is not None and not timeout >= 0:  # NaN is neither < 0 nor >= 0
+            raise ValueError("'timeout' must be a non-negative number")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seg = self._segment()
+        batch = put and n > 1
+        since = 0  # when the first try failed: the wait counts in the metrics
+        while True:
+            try:
+                if put:
+                    self._put(cast("list[bytes | Parts]", payloads), False, None,
+                              will_wait=True, since=since)  # fmt: skip
+                    return []
+                return self._take(n, False, None, since=since)
+            except (Full, Empty):
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise
+            since = since or time.monotonic_ns()
+            # As in the core: a put that the pool was short for waits for `room`.
+            on_room = put and (batch or seg.ring.room() >= n)
+            sem = seg.room if on_room else seg.free if put else seg.fill
+            if await self._waiter(sem).wait(remaining) and not on_room:
+                sem.release()  # the count this wake-up brought: the retry takes it again
+
+    def _waiter(self, sem: posix_ipc.Semaphore) -> SemWaiter:
+        with self._waiters_lock:
+            if self._waiters_pid != os.getpid():  # a forked child starts without the threads
+                self._waiters = {}
+                self._waiters_pid = os.getpid()
+            waiter = self._waiters.get(id(sem))
+            if waiter is None:
+                waiter = self._waiters[id(sem)] = SemWaiter(
+                    sem, self._recovery_interval, f"queue {self._label}: this handle is closed"
+                )
+            return waiter
+
+
+    def _stop_waiting(self) -> bool:
+        # close(): fail this handle's waiting coroutines and stop its waiter threads; the
+        # semaphores may be closed only once every thread has left its wait.
+        with self._waiters_lock:
+            waiters = list(self._waiters.values()) if self._waiters_pid == os.getpid() else []
+            self._waiters = {}
+        return all([waiter.close() for waiter in waiters])

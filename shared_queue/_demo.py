@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from multiprocessing import get_context
 
+from ._async import SharedMemoryQueue
 from ._errors import Empty
-from ._queue import SharedMemoryQueue
 
 
 def _worker(queue_name: str, run_id: str, worker_id: int) -> None:

@@ -14,19 +14,16 @@ import contextlib
 import math
 import os
 import pickle
-import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, ClassVar, Final, cast
+from typing import Any, ClassVar, Final, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
-import posix_ipc
 
 from . import _layout as L
 from . import _metrics, _sync
-from ._async import SemWaiter
 from ._errors import Empty, Full
 from ._names import describe
 from ._segment import SEM_VALUE_MAX, Segment
@@ -79,12 +76,17 @@ def _check_mode(
         raise ValueError(f"queue {label} is pickle, not raw (attach without raw=True)")
 
 
-def _reattach(name: str, run_id: str, recovery_interval: float) -> SharedMemoryQueue:
-    return SharedMemoryQueue(name, run_id=run_id, recovery_interval=recovery_interval)
+_Q = TypeVar("_Q", bound="QueueCore")
 
 
-class SharedMemoryQueue:
+def _reattach(cls: type[_Q], name: str, run_id: str, recovery_interval: float) -> _Q:
+    return cls(name, run_id=run_id, recovery_interval=recovery_interval)
+
+
+class QueueCore:
     """A FIFO queue of Python objects in shared memory, opened by name from any process.
+
+    The synchronous queue; ``shared_queue.SharedMemoryQueue`` adds the asyncio methods.
 
     Args:
         name: The queue's name; processes that use the same name and run_id share it.
@@ -163,10 +165,6 @@ class SharedMemoryQueue:
         self._codec: PickleCodec | RawCodec = (
             RawCodec(self._label, seg.dtype, seg.shape) if seg.raw else PickleCodec()
         )
-        # One waiter thread per semaphore, made on the first async wait (see _async.py).
-        self._waiters: dict[int, SemWaiter] = {}
-        self._waiters_pid = os.getpid()
-        self._waiters_lock = threading.Lock()
         # Payloads this handle took from the queue but has not returned yet: the items after
         # one that failed to unpickle in a batch (see _decode).
         self._pending: collections.deque[bytes] = collections.deque()
@@ -373,93 +371,6 @@ class SharedMemoryQueue:
             )
         return seg
 
-    # -- asyncio ----------------------------------------------------------------------------
-    async def put_async(self, item: Any, timeout: float | None = None) -> None:
-        """Put ``item``, waiting for a free slot without blocking the event loop.
-
-        A cancelled call either put the item or, when it raises CancelledError, did not.
-
-        Raises:
-            Full: No slot freed up within ``timeout``.
-            ValueError, TypeError: As for ``put``; ValueError also if the handle closes.
-        """
-        await self._async(True, [self._dumps(item)], 1, timeout)
-
-    async def put_batch_async(self, items: Iterable[Any], timeout: float | None = None) -> None:
-        """Put all ``items`` or none, waiting for room without blocking the event loop.
-
-        Raises:
-            Full: Room for the whole batch did not free up within ``timeout``.
-            ValueError, TypeError: As for ``put_batch``.
-        """
-        payloads = self._batch_payloads(items)
-        if payloads:
-            await self._async(True, payloads, len(payloads), timeout)
-
-    async def get_async(self, timeout: float | None = None) -> Any:
-        """Remove and return the item at the head, waiting without blocking the event loop.
-
-        A cancelled call either returned its item or left it in the queue.
-
-        Raises:
-            Empty: No item arrived within ``timeout``.
-            ValueError: The handle is closed (also while waiting).
-        """
-        return self._decode(await self._async(False, None, 1, timeout))[0]
-
-    async def get_batch_async(self, max_items: int, timeout: float | None = None) -> list[Any]:
-        """Remove and return 1 to ``max_items`` items, waiting for the first without blocking.
-
-        Raises:
-            Empty: No item arrived within ``timeout``.
-            ValueError: ``max_items`` is not positive, or the handle is closed.
-        """
-        _positive_int("max_items", max_items, 2**63 - 1)
-        return self._decode(await self._async(False, None, max_items, timeout))
-
-    async def _async(
-        self, put: bool, payloads: list[bytes | Parts] | None, n: int, timeout: float | None
-    ) -> list[Any]:
-        # The sync core, tried without blocking; in between, an await on the semaphore (or,
-        # for a batch put, on `room`) that the handle's waiter thread takes counts from. The
-        # await is the only suspension point, so cancellation cannot split an operation.
-        if timeout is not None and not timeout >= 0:  # NaN is neither < 0 nor >= 0
-            raise ValueError("'timeout' must be a non-negative number")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        seg = self._segment()
-        batch = put and n > 1
-        tokens = 0
-        since = 0  # when the first try failed: the wait counts in the metrics
-        while True:
-            try:
-                if put:
-                    self._put(cast("list[bytes | Parts]", payloads), False, None,
-                              tokens=tokens, will_wait=True, since=since)  # fmt: skip
-                    return []
-                return self._take(n, False, None, tokens=tokens, since=since)
-            except (Full, Empty):
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise
-            since = since or time.monotonic_ns()
-            # As in _transfer: a put that the pool was short for waits for `room`.
-            on_room = put and (batch or seg.ring.room() >= n)
-            waiter = self._waiter(seg.room if on_room else seg.free if put else seg.fill)
-            got = await waiter.wait(remaining)
-            tokens = 0 if on_room else int(got)
-
-    def _waiter(self, sem: posix_ipc.Semaphore) -> SemWaiter:
-        with self._waiters_lock:
-            if self._waiters_pid != os.getpid():  # a forked child starts without the threads
-                self._waiters = {}
-                self._waiters_pid = os.getpid()
-            waiter = self._waiters.get(id(sem))
-            if waiter is None:
-                waiter = self._waiters[id(sem)] = SemWaiter(
-                    sem, self._recovery_interval, f"queue {self._label}: this handle is closed"
-                )
-            return waiter
-
     # -- state ------------------------------------------------------------------------------
     def qsize(self) -> int:
         """Return the number of items a get can take (approximate while others operate)."""
@@ -495,11 +406,15 @@ class SharedMemoryQueue:
         """
         seg, self._seg = self._seg, None
         if seg is not None:
-            with self._waiters_lock:
-                waiters = list(self._waiters.values()) if self._waiters_pid == os.getpid() else []
-                self._waiters = {}
-            stopped = [waiter.close() for waiter in waiters]
-            seg.close(close_semaphores=all(stopped))
+            seg.close(close_semaphores=self._stop_waiting())
+
+    def _stop_waiting(self) -> bool:
+        """Stop what waits on this handle's semaphores besides its own calls.
+
+        Returns whether the semaphores may be closed now. The core has nothing of the kind;
+        the asyncio layer (``_async.py``) overrides this for its waiter threads.
+        """
+        return True
 
     def unlink(self) -> None:
         """Remove the queue's name and semaphores from the system, once across all handles.
@@ -519,19 +434,19 @@ class SharedMemoryQueue:
         else:
             seg.unlink()
 
-    def __enter__(self) -> SharedMemoryQueue:
+    def __enter__(self: _Q) -> _Q:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def __reduce__(self) -> tuple[Callable[..., SharedMemoryQueue], tuple[str, str, float]]:
-        return _reattach, (self._name, self._run_id, self._recovery_interval)
+    def __reduce__(self) -> tuple[Callable[..., QueueCore], tuple[Any, ...]]:
+        return _reattach, (type(self), self._name, self._run_id, self._recovery_interval)
 
     def __repr__(self) -> str:
         state = ", closed" if self._seg is None else ""
         return (
-            f"SharedMemoryQueue(name={self._name!r}, run_id={self._run_id!r}, "
+            f"{type(self).__name__}(name={self._name!r}, run_id={self._run_id!r}, "
             f"capacity={self._capacity}, item_size={self._item_size}{state})"
         )
 
@@ -607,13 +522,12 @@ class SharedMemoryQueue:
         block: bool,
         timeout: float | None,
         *,
-        tokens: int = 0,
         will_wait: bool = False,
         since: int = 0,
     ) -> None:
         n = len(payloads)
         if self._transfer(True, payloads, None, n, n, block, timeout,
-                          tokens=tokens, will_wait=will_wait, since=since):  # fmt: skip
+                          will_wait=will_wait, since=since):  # fmt: skip
             return
         raise Full(f"queue {self._label} is full (capacity={self._capacity})")
 
@@ -623,7 +537,6 @@ class SharedMemoryQueue:
         block: bool,
         timeout: float | None,
         *,
-        tokens: int = 0,
         since: int = 0,
     ) -> list[Any]:
         self._segment()
@@ -635,7 +548,7 @@ class SharedMemoryQueue:
         out: list[bytes] = []
         want = 1 if max_items == 1 else min(max_items, self._capacity)
         if self._transfer(False, None, out, want, max_items, block, timeout,
-                          tokens=tokens, since=since):  # fmt: skip
+                          since=since):  # fmt: skip
             return out
         raise Empty(f"queue {self._label} is empty")
 
@@ -649,7 +562,6 @@ class SharedMemoryQueue:
         block: bool,
         timeout: float | None,
         *,
-        tokens: int = 0,
         will_wait: bool = False,
         since: int = 0,
     ) -> bool:
@@ -661,9 +573,9 @@ class SharedMemoryQueue:
         locks, checks the header (the truth; the counts are a sleepable estimate), copies,
         commits, unlocks and posts. In between, this loop sleeps on a semaphore for at most
         ``recovery_interval``, after which an attempt also recovers what dead processes left
-        (see docs/design.md). Returns False if the time ran out. ``tokens`` counts the caller
-        already holds, ``will_wait`` says the caller waits after a non-blocking try (the async
-        path), and ``since`` when it started waiting (monotonic ns), for the metrics.
+        (see docs/design.md). Returns False if the time ran out. ``will_wait`` says the caller
+        waits after a non-blocking try (the async path), and ``since`` when it started waiting
+        (monotonic ns), for the metrics.
         """
         if timeout is not None and not timeout >= 0:  # NaN is neither < 0 nor >= 0
             raise ValueError("'timeout' must be a non-negative number")
@@ -681,6 +593,7 @@ class SharedMemoryQueue:
         else:
             wait = timeout if block and timeout is not None else self._recovery_interval
             deadline = lock_deadline = time.monotonic() + wait
+        tokens = 0  # counts of the side's semaphore this call holds
         recover = roomed = False  # roomed: the last wait was on `room`
         on_room = 0  # 1: a batch waits for room, 2: the pool is short of free slots
         try:
