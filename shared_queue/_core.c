@@ -523,9 +523,12 @@ static PyObject *Ring_get(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
         unlock(r, 1);
         return Py_BuildValue("(Nnn)", PyList_New(0), (Py_ssize_t)0, (Py_ssize_t)0);
     }
-    PyObject *items = PyList_New(k);
+    /* The list is made after the unlock: making it may run the garbage collector, and so
+     * finalizers (Python code) -- never under a lock. The copies' bytes objects cannot. */
+    PyObject *items = NULL, *xlocal[8], **xs = k <= 8 ? xlocal : PyMem_Calloc(k, sizeof *xs);
     char *local[8], **sls = k <= 8 ? local : PyMem_Malloc(sizeof *sls * k);
-    if (!items || !sls) goto fail;
+    Py_ssize_t made = 0;
+    if (!xs || !sls) goto fail;
     Py_ssize_t nbytes = 0;
     for (Py_ssize_t i = 0; i < k; i++) {
         if (crash_point == CP_MID_COPY && crash_side == 1 && i == crash_count) crash(CP_MID_COPY, 1);
@@ -544,7 +547,7 @@ static PyObject *Ring_get(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
         } else {
             memcpy(dst, blob, (size_t)size);
         }
-        PyList_SET_ITEM(items, i, x);
+        xs[made++] = x;
         sls[i] = sl;
         nbytes += size;
     }
@@ -562,10 +565,19 @@ static PyObject *Ring_get(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
     crash(CP_BEFORE_POST, 1);
     post(r->free, k);
     wake_room(r);
+    items = PyList_New(k);
+    if (!items) {
+        for (Py_ssize_t i = 0; i < k; i++) Py_DECREF(xs[i]); /* taken, and lost: out of memory */
+        if (xs != xlocal) PyMem_Free(xs);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < k; i++) PyList_SET_ITEM(items, i, xs[i]);
+    if (xs != xlocal) PyMem_Free(xs);
     return Py_BuildValue("(Nnn)", items, (Py_ssize_t)0, avail - k);
 fail:
     unlock(r, 1); /* nothing committed: the items stay */
-    Py_XDECREF(items);
+    for (Py_ssize_t i = 0; i < made; i++) Py_DECREF(xs[i]);
+    if (xs && xs != xlocal) PyMem_Free(xs);
     if (sls && sls != local) PyMem_Free(sls);
     post(r->fill, tokens - had);
     return NULL;
