@@ -54,7 +54,21 @@ typedef struct {
     sem_t *free, *fill, *room;
     double interval;   /* recovery_interval: room_wait_until's horizon */
     int raw;           /* copies out are bytearrays (raw arrays are built on them in place) */
+    /* Calls of other threads inside a stretch without the GIL (a wait, a large copy): close()
+     * then only marks the Ring closing, and the last of them releases the mapping and the
+     * semaphores, which they still use. Both change only with the GIL held. */
+    int busy, closing;
+    int waiting[3]; /* of them, in a wait on free, fill, room: close() wakes them */
 } Ring;
+
+static void ring_release_resources(Ring *r);
+/* Around a stretch without the GIL. */
+#define NOGIL_BEGIN(r) do { (r)->busy++; Py_BEGIN_ALLOW_THREADS
+#define NOGIL_END(r) Py_END_ALLOW_THREADS (r)->busy--; } while (0)
+/* At the end of a call: release what close() left to the last call out. */
+static void settle(Ring *r) {
+    if (r->closing && !r->busy) ring_release_resources(r);
+}
 
 /* -- test-only crash points ------------------------------------------------------------------ */
 /* tests/_crash_children.py switches one on with _crash_at(name, side, count, callback); the
@@ -175,9 +189,17 @@ static int lock(Ring *r, int side, double deadline) {
             if (left < wait) wait = left;
         }
         struct timespec ts = real_after(wait);
-        Py_BEGIN_ALLOW_THREADS
+        NOGIL_BEGIN(r);
         rc = pthread_mutex_timedlock(m, &ts);
-        Py_END_ALLOW_THREADS
+        NOGIL_END(r);
+        if (r->closing) { /* the handle was closed meanwhile */
+            if (rc == 0 || rc == EOWNERDEAD) {
+                if (rc == EOWNERDEAD) pthread_mutex_consistent(m);
+                pthread_mutex_unlock(m);
+            }
+            PyErr_SetString(PyExc_ValueError, "the queue handle was closed");
+            return -1;
+        }
     }
 }
 static void unlock(Ring *r, int side) { pthread_mutex_unlock(mutex(r, side)); }
@@ -417,7 +439,7 @@ static void ask_room(Ring *r) {
  *   -> (moved, tokens, room, on_room); moved -1: the lock was not had by the deadline;
  *   on_room 1: a batch the ring has no room for, 2: the pool has too few FREE slots (both
  *   wait on `room`, asked for with room_wait_until when will_wait). */
-static PyObject *Ring_put(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
+static PyObject *Ring_put_impl(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 6) return PyErr_Format(PyExc_TypeError, "put takes 6 arguments");
     if (ring_check(r) < 0) return NULL;
     Py_ssize_t tokens = PyLong_AsSsize_t(args[1]);
@@ -456,6 +478,7 @@ static PyObject *Ring_put(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
         on_room = 2;           /* the ring has room, the pool not: views hold the slots */
     } else {
         int nogil = p.total >= BIG_COPY && crash_point == CP_NONE;
+        if (nogil) r->busy++;
         PyThreadState *ts = nogil ? PyEval_SaveThread() : NULL;
         for (Py_ssize_t i = 0; i < n; i++) {
             char *blob = slot(r, slots[i]) + r->s_blob;
@@ -465,7 +488,10 @@ static PyObject *Ring_put(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
             }
             copy_payload(&p, i, blob, 0);
         }
-        if (ts) PyEval_RestoreThread(ts);
+        if (ts) {
+            PyEval_RestoreThread(ts);
+            r->busy--;
+        }
         /* The slots leave the pool only now, so a put killed while copying leaves them FREE. */
         for (Py_ssize_t i = 0; i < n; i++) {
             rel((uint64_t *)slot(r, slots[i]), (uint64_t)p.sizes[i] | (uint64_t)r->READY << 32);
@@ -499,7 +525,7 @@ static PyObject *Ring_put(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
 
 /* get(limit, want, tokens, waited_ns, lock_deadline) -> (items, tokens, left);
  * items None: the lock was not had by the deadline. */
-static PyObject *Ring_get(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
+static PyObject *Ring_get_impl(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 5) return PyErr_Format(PyExc_TypeError, "get takes 5 arguments");
     if (ring_check(r) < 0) return NULL;
     Py_ssize_t limit = PyLong_AsSsize_t(args[0]), want = PyLong_AsSsize_t(args[1]);
@@ -541,9 +567,9 @@ static PyObject *Ring_get(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
         if (!x) goto fail;
         char *dst = PyBytes_CheckExact(x) ? PyBytes_AS_STRING(x) : PyByteArray_AS_STRING(x);
         if (size >= BIG_COPY) {
-            Py_BEGIN_ALLOW_THREADS
+            NOGIL_BEGIN(r);
             memcpy(dst, blob, (size_t)size);
-            Py_END_ALLOW_THREADS
+            NOGIL_END(r);
         } else {
             memcpy(dst, blob, (size_t)size);
         }
@@ -585,7 +611,7 @@ fail:
 
 /* claim_put(owner, tokens, waited_ns, lock_deadline, will_wait) -> (off, tokens, room, on_room):
  * a FREE slot for a put_view (WRITING) and a reserved ring entry; off -1 none, -2 timed out. */
-static PyObject *Ring_claim_put(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
+static PyObject *Ring_claim_put_impl(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 5) return PyErr_Format(PyExc_TypeError, "claim_put takes 5 arguments");
     if (ring_check(r) < 0) return NULL;
     uint64_t owner = PyLong_AsUnsignedLongLong(args[0]);
@@ -629,7 +655,7 @@ static PyObject *Ring_claim_put(Ring *r, PyObject *const *args, Py_ssize_t nargs
 
 /* publish(off, size, ok, owner): end a put_view (producer lock): queue its item, or discard it
  * and give its ring entry back. The slot stays pinned by `owner` until its array goes. */
-static PyObject *Ring_publish(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
+static PyObject *Ring_publish_impl(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 4) return PyErr_Format(PyExc_TypeError, "publish takes 4 arguments");
     if (ring_check(r) < 0) return NULL;
     Py_ssize_t off = PyLong_AsSsize_t(args[0]), size = PyLong_AsSsize_t(args[1]);
@@ -659,7 +685,7 @@ static PyObject *Ring_publish(Ring *r, PyObject *const *args, Py_ssize_t nargs) 
 
 /* claim_get(owner, tokens, waited_ns, lock_deadline) -> (off, size, tokens, left): take the item
  * at the head for a get_view (READING); off -1 none, -2 timed out. */
-static PyObject *Ring_claim_get(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
+static PyObject *Ring_claim_get_impl(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 4) return PyErr_Format(PyExc_TypeError, "claim_get takes 4 arguments");
     if (ring_check(r) < 0) return NULL;
     uint64_t owner = PyLong_AsUnsignedLongLong(args[0]);
@@ -708,6 +734,7 @@ static PyObject *Ring_release(Ring *r, PyObject *const *args, Py_ssize_t nargs) 
     Py_ssize_t off = PyLong_AsSsize_t(args[0]);
     int pin = PyObject_IsTrue(args[1]);
     if (PyErr_Occurred()) return NULL;
+    if (!r->base) Py_RETURN_NONE; /* released: the mapping is gone, and the slot with it */
     char *sl = r->base + off;
     pthread_mutex_t *m = mutex(r, 1);
     int rc = pthread_mutex_trylock(m);
@@ -741,7 +768,7 @@ static PyObject *Ring_release(Ring *r, PyObject *const *args, Py_ssize_t nargs) 
 }
 
 /* catch_up(recover, lock_deadline) -> gained: _reclaim under both locks, producer first. */
-static PyObject *Ring_catch_up(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
+static PyObject *Ring_catch_up_impl(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) return PyErr_Format(PyExc_TypeError, "catch_up takes 2 arguments");
     if (ring_check(r) < 0) return NULL;
     int recover = PyObject_IsTrue(args[0]);
@@ -762,12 +789,13 @@ static PyObject *Ring_catch_up(Ring *r, PyObject *const *args, Py_ssize_t nargs)
 
 /* wait(which, timeout) -> bool: take one count of free (0), fill (1) or room (2), waiting at
  * most `timeout` seconds without the GIL; signal handlers run (and may raise) as they come. */
-static PyObject *Ring_wait(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
+static PyObject *Ring_wait_impl(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) return PyErr_Format(PyExc_TypeError, "wait takes 2 arguments");
     if (ring_check(r) < 0) return NULL;
     long which = PyLong_AsLong(args[0]);
     double timeout = PyFloat_AsDouble(args[1]);
     if (PyErr_Occurred()) return NULL;
+    if (which < 0 || which > 2) return PyErr_Format(PyExc_ValueError, "no semaphore %ld", which);
     sem_t *sem = which == 0 ? r->free : which == 1 ? r->fill : r->room;
     if (sem_trywait(sem) == 0) Py_RETURN_TRUE;
     double deadline = mono() + timeout;
@@ -776,10 +804,16 @@ static PyObject *Ring_wait(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
         if (left <= 0) Py_RETURN_FALSE;
         struct timespec ts = real_after(left);
         int rc, err;
-        Py_BEGIN_ALLOW_THREADS
+        r->waiting[which]++;
+        NOGIL_BEGIN(r);
         rc = sem_timedwait(sem, &ts);
         err = errno;
-        Py_END_ALLOW_THREADS
+        NOGIL_END(r);
+        r->waiting[which]--;
+        if (r->closing) { /* woken by close(), which posted for this wait (or by a peer) */
+            PyErr_SetString(PyExc_ValueError, "the queue handle was closed");
+            return NULL;
+        }
         if (rc == 0) Py_RETURN_TRUE;
         if (err == EINTR) {
             if (PyErr_CheckSignals() < 0) return NULL;
@@ -820,7 +854,16 @@ static void ring_release_resources(Ring *r) {
 }
 
 static PyObject *Ring_close(Ring *r, PyObject *unused) {
-    ring_release_resources(r);
+    if (r->busy) {
+        r->closing = 1; /* the last call out releases (settle) */
+        r->open = 0;    /* no new calls */
+        /* Wake this handle's waits: one post each. A peer's waiter may take one instead; it
+         * finds nothing and waits again, and this handle's waiter ends at its interval. */
+        sem_t *sems[3] = {r->free, r->fill, r->room};
+        for (int i = 0; i < 3; i++) post(sems[i], r->waiting[i]);
+    } else {
+        ring_release_resources(r);
+    }
     Py_RETURN_NONE;
 }
 
@@ -901,6 +944,22 @@ static int Ring_init(Ring *r, PyObject *args, PyObject *kw) {
     r->open = 1;
     return 0;
 }
+
+
+/* Every call that may run without the GIL settles on its way out (see `busy`). */
+#define SETTLED(name)                                                                   \
+    static PyObject *name(Ring *r, PyObject *const *args, Py_ssize_t nargs) {           \
+        PyObject *res = name##_impl(r, args, nargs);                                    \
+        settle(r);                                                                      \
+        return res;                                                                     \
+    }
+SETTLED(Ring_put)
+SETTLED(Ring_get)
+SETTLED(Ring_claim_put)
+SETTLED(Ring_claim_get)
+SETTLED(Ring_publish)
+SETTLED(Ring_catch_up)
+SETTLED(Ring_wait)
 
 static PyMethodDef Ring_methods[] = {
     {"put", (PyCFunction)(void (*)(void))Ring_put, METH_FASTCALL, "One put attempt."},

@@ -662,8 +662,12 @@ class QueueCore:
                     recover = False
                 else:
                     recover = True  # a whole interval without a post: check for the dead
+        except ValueError:
+            if self._seg is None:  # closed by another thread while this call waited
+                raise ValueError(f"queue {self._label}: this handle is closed") from None
+            raise
         finally:
-            if tokens:
+            if tokens and self._seg is not None:
                 sem = seg.free if put else seg.fill
                 for _ in range(tokens):
                     sem.release()

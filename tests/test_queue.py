@@ -1334,3 +1334,28 @@ def test_attach_to_a_typed_queue_checks_dtype_and_shape(make_queue: MakeQueue, q
         q = SharedMemoryQueue(qname, **ok)  # type: ignore[arg-type]
         assert q.raw and q.shape == (2, 3)
         q.close()
+
+
+@pytest.mark.parametrize("op", ["get", "put"])
+def test_close_while_another_thread_waits(make_queue: MakeQueue, op: str) -> None:
+    """A call blocked in this handle when another thread closes it raises the closed-handle
+    ValueError promptly (it does not use the released mapping or semaphores)."""
+    q = make_queue(capacity=1, item_size=64, recovery_interval=30.0)
+    if op == "put":
+        q.put("full")
+    errors: list[BaseException] = []
+
+    def blocked() -> None:
+        try:
+            q.get(timeout=TIMEOUT) if op == "get" else q.put("x", timeout=TIMEOUT)
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=blocked, daemon=True)
+    t.start()
+    wait_blocked(q)
+    q.close()
+    t.join(TIMEOUT)
+    assert not t.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], ValueError)
+    assert re.match(r"^queue '[^']+': this handle is closed$", str(errors[0]))
