@@ -17,12 +17,14 @@ import platform
 import queue
 import signal
 import struct
+import subprocess
 import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
+from pathlib import Path
 from typing import Any, TypeVar
 
 from shared_queue import Empty, SharedMemoryQueue
@@ -288,3 +290,19 @@ def recv(
                 pytest.fail(f"child failed before reporting: {failed} (see its stderr)")
             if time.monotonic() >= deadline:
                 pytest.fail(f"no progress with a child within {timeout} s")
+
+
+# -- the command line -----------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent  # the source checkout
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m shared_queue ARGS`` from the checkout; a hang fails after TIMEOUT."""
+    return subprocess.run(
+        [sys.executable, "-m", "shared_queue", *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=ROOT,
+    )

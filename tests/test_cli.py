@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import posix_ipc
 import pytest
-from _support import TIMEOUT, remove_queue, session_mark
+from _support import ROOT, TIMEOUT, remove_queue, run_cli, session_mark
 
 from shared_queue import SharedMemoryQueue, _metrics
 from shared_queue import _cli as cli
@@ -34,7 +34,6 @@ from shared_queue import _layout as L
 from shared_queue import _registry as R
 from shared_queue._names import SHM_DIR, base_name
 
-ROOT = Path(__file__).resolve().parent.parent
 MARK = session_mark()  # in every name this session makes
 DEAD = "queue whose creator is dead and that no process has open"
 RUN_ID = f"r{os.getpid()}"
@@ -58,17 +57,6 @@ time.sleep(60)
 
 
 # -- helpers -----------------------------------------------------------------------------------
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m shared_queue ARGS``."""
-    return subprocess.run(
-        [sys.executable, "-m", "shared_queue", *args],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        cwd=ROOT,
-    )
-
-
 def call(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     """Run the CLI in-process; return (exit code, stdout, stderr)."""
     capsys.readouterr()

@@ -31,7 +31,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pytest
-from _support import TIMEOUT, queue_files, remove_queue, session_mark
+from _support import ROOT, TIMEOUT, queue_files, remove_queue, run_cli, session_mark
 
 from shared_queue import IncompatibleQueueError, SharedMemoryQueue
 from shared_queue import _cli as cli
@@ -47,7 +47,6 @@ from shared_queue._names import (
     temp_name,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 OTHER_UID = 65534  # "nobody": another user
 AS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not AS_ROOT, reason="making a file another user's needs root")
@@ -56,17 +55,6 @@ esc = re.escape
 
 def path_of(name: str, run_id: str = "") -> str:
     return os.path.join(SHM_DIR, base_name(name, run_id))
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m shared_queue ARGS``; a hang fails the test after TIMEOUT seconds."""
-    return subprocess.run(
-        [sys.executable, "-m", "shared_queue", *args],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        cwd=ROOT,
-    )
 
 
 def notes_on(path: str, stderr: str) -> list[str]:
