@@ -213,6 +213,22 @@ static void post(sem_t *sem, Py_ssize_t n) {
     while (n-- > 0) sem_post(sem);
 }
 
+/* An attempt's start: take up to `want` counts of the side's own semaphore on top of *tokens,
+ * then lock the side by `deadline`. 1 locked, 0 timed out (*tokens holds the counts), -1 error
+ * (the counts taken here are posted back; those the caller passed in stay the caller's). */
+static int begin(Ring *r, int side, Py_ssize_t want, Py_ssize_t *tokens, double deadline) {
+    sem_t *own = side ? r->fill : r->free;
+    Py_ssize_t had = *tokens;
+    *tokens = take_counts(own, had, want);
+    if (*tokens > had) crash(CP_AFTER_ACQUIRE, side);
+    int locked = lock(r, side, deadline);
+    if (locked < 0) {
+        post(own, *tokens - had);
+        *tokens = had;
+    }
+    return locked;
+}
+
 /* After a get or a released slot: wake a put that sleeps for room, if one asked lately. */
 static void wake_room(Ring *r) {
     uint64_t until = acq(P64(r, r->room_wait));
@@ -456,18 +472,11 @@ static PyObject *Ring_put_impl(Ring *r, PyObject *const *args, Py_ssize_t nargs)
         payloads_free(&p);
         return PyErr_NoMemory();
     }
-    Py_ssize_t had = tokens;
-    tokens = take_counts(r->free, tokens, n);
-    if (tokens > had) crash(CP_AFTER_ACQUIRE, 0);
-    int locked = lock(r, 0, deadline);
+    int locked = begin(r, 0, n, &tokens, deadline);
     if (locked <= 0) {
         if (slots != local) PyMem_Free(slots);
         payloads_free(&p);
-        if (locked < 0) {
-            post(r->free, tokens - had); /* the caller still owns the counts it passed in */
-            return NULL;
-        }
-        return Py_BuildValue("(nnni)", (Py_ssize_t)-1, tokens, (Py_ssize_t)0, 0);
+        return locked < 0 ? NULL : Py_BuildValue("(nnni)", (Py_ssize_t)-1, tokens, (Py_ssize_t)0, 0);
     }
     uint64_t tail = rlx(P64(r, r->tail));
     Py_ssize_t used = (Py_ssize_t)(tail + rlx(P64(r, r->reserved)) - acq(P64(r, r->head)));
@@ -534,13 +543,8 @@ static PyObject *Ring_get_impl(Ring *r, PyObject *const *args, Py_ssize_t nargs)
     double deadline = PyFloat_AsDouble(args[4]);
     if (PyErr_Occurred()) return NULL;
     Py_ssize_t had = tokens;
-    tokens = take_counts(r->fill, tokens, want);
-    if (tokens > had) crash(CP_AFTER_ACQUIRE, 1);
-    int locked = lock(r, 1, deadline);
-    if (locked < 0) {
-        post(r->fill, tokens - had); /* the caller still owns the counts it passed in */
-        return NULL;
-    }
+    int locked = begin(r, 1, want, &tokens, deadline);
+    if (locked < 0) return NULL;
     if (!locked) return Py_BuildValue("(Onn)", Py_None, tokens, (Py_ssize_t)0);
     uint64_t head = rlx(P64(r, r->head));
     Py_ssize_t avail = (Py_ssize_t)(acq(P64(r, r->tail)) - head);
@@ -620,13 +624,8 @@ static PyObject *Ring_claim_put_impl(Ring *r, PyObject *const *args, Py_ssize_t 
     double deadline = PyFloat_AsDouble(args[3]);
     int will_wait = PyObject_IsTrue(args[4]);
     if (PyErr_Occurred()) return NULL;
-    Py_ssize_t had = tokens;
-    tokens = take_counts(r->free, tokens, 1);
-    int locked = lock(r, 0, deadline);
-    if (locked < 0) {
-        post(r->free, tokens - had);
-        return NULL;
-    }
+    int locked = begin(r, 0, 1, &tokens, deadline);
+    if (locked < 0) return NULL;
     if (!locked) return Py_BuildValue("(nnni)", (Py_ssize_t)-2, tokens, (Py_ssize_t)0, 0);
     Py_ssize_t used = (Py_ssize_t)(rlx(P64(r, r->tail)) + rlx(P64(r, r->reserved)) - acq(P64(r, r->head)));
     Py_ssize_t room = r->capacity - used, s = -1, off = -1;
@@ -693,13 +692,8 @@ static PyObject *Ring_claim_get_impl(Ring *r, PyObject *const *args, Py_ssize_t 
     uint64_t waited = PyLong_AsUnsignedLongLong(args[2]);
     double deadline = PyFloat_AsDouble(args[3]);
     if (PyErr_Occurred()) return NULL;
-    Py_ssize_t had = tokens;
-    tokens = take_counts(r->fill, tokens, 1);
-    int locked = lock(r, 1, deadline);
-    if (locked < 0) {
-        post(r->fill, tokens - had);
-        return NULL;
-    }
+    int locked = begin(r, 1, 1, &tokens, deadline);
+    if (locked < 0) return NULL;
     if (!locked) return Py_BuildValue("(nnnn)", (Py_ssize_t)-2, (Py_ssize_t)0, tokens, (Py_ssize_t)0);
     uint64_t head = rlx(P64(r, r->head));
     Py_ssize_t avail = (Py_ssize_t)(acq(P64(r, r->tail)) - head), off = -1, size = 0;
