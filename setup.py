@@ -64,8 +64,9 @@ setup(
             extra_compile_args=["-O2", "-std=c11", "-pthread"],
             extra_link_args=["-pthread"],
             # On glibc < 2.34 (manylinux2014 has 2.17) sem_* and pthread_* live in libpthread
-            # (-pthread) and shm_open & co. in librt; on newer glibc both are empty stubs.
-            libraries=["rt"],
+            # (-pthread), shm_open & co. in librt and dlsym in libdl; on newer glibc these are
+            # empty stubs.
+            libraries=["rt", "dl"],
         )
     ],
     cmdclass={"build": Build, "build_ext": BuildExt},

@@ -236,8 +236,14 @@ class SharedMemoryQueue(QueueCore):
                 if remaining is not None and remaining <= 0:
                     raise
             since = since or time.monotonic_ns()
+            # Look again before sleeping: what the try missed may be there by now, and a put
+            # that waits for `room` must not miss a post made before it asked for one.
+            ring = seg.ring
+            if (ring.room() >= n and ring.pool_free() >= n) if put else ring.size() > 0:
+                await asyncio.sleep(0)  # let others run; then try again
+                continue
             # As in the core: a put that the pool was short for waits for `room`.
-            on_room = put and (batch or seg.ring.room() >= n)
+            on_room = put and (batch or ring.room() >= n)
             sem = seg.room if on_room else seg.free if put else seg.fill
             if await self._waiter(sem).wait(remaining) and not on_room:
                 sem.release()  # the count this wake-up brought: the retry takes it again

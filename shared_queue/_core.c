@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <dlfcn.h>
 #include <unistd.h>
 
 #define BIG_COPY (256 * 1024) /* copies at least this large run without the GIL */
@@ -57,7 +58,7 @@ typedef struct {
     /* Calls of other threads inside a stretch without the GIL (a wait, a large copy): close()
      * then only marks the Ring closing, and the last of them releases the mapping and the
      * semaphores, which they still use. Both change only with the GIL held. */
-    int busy, closing;
+    int busy, closing, unmapping;
     int waiting[3]; /* of them, in a wait on free, fill, room: close() wakes them */
 } Ring;
 
@@ -67,7 +68,7 @@ static void ring_release_resources(Ring *r);
 #define NOGIL_END(r) Py_END_ALLOW_THREADS (r)->busy--; } while (0)
 /* At the end of a call: release what close() left to the last call out. */
 static void settle(Ring *r) {
-    if (r->closing && !r->busy) ring_release_resources(r);
+    if (r->unmapping && !r->busy) ring_release_resources(r);
 }
 
 /* -- test-only crash points ------------------------------------------------------------------ */
@@ -114,6 +115,16 @@ static inline uint32_t state_of(char *sl) { return __atomic_load_n((uint32_t *)(
 static inline void set_state(char *sl, uint32_t st) { __atomic_store_n((uint32_t *)(sl + 4), st, __ATOMIC_RELEASE); }
 static inline uint64_t *owner_of(Ring *r, char *sl) { return (uint64_t *)(sl + r->s_owner); }
 static inline uint64_t *pin_of(Ring *r, char *sl) { return (uint64_t *)(sl + r->s_pin); }
+/* What the ring and a slot say, kept inside the mapping even if another process of the same
+ * user scribbled on it: an entry past the pool reads slot 0, a length past the blob is cut. */
+static inline Py_ssize_t entry(Ring *r, uint64_t k) {
+    uint32_t s = __atomic_load_n(ring_entry(r, k), __ATOMIC_ACQUIRE);
+    return s < (uint64_t)r->pool ? (Py_ssize_t)s : 0;
+}
+static inline Py_ssize_t length_of(Ring *r, char *sl) {
+    Py_ssize_t n = (Py_ssize_t)(acq((uint64_t *)sl) & 0xffffffffu);
+    return n <= r->slot_size - r->s_blob ? n : r->slot_size - r->s_blob;
+}
 
 static double mono(void) {
     struct timespec ts;
@@ -125,26 +136,56 @@ static uint64_t mono_ns(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + ts.tv_nsec;
 }
-/* CLOCK_REALTIME `seconds` from now: what sem_timedwait and pthread_mutex_timedlock take. */
-static struct timespec real_after(double seconds) {
+/* Timed waits. glibc >= 2.30 has CLOCK_MONOTONIC ones (pthread_mutex_clocklock,
+ * sem_clockwait); wheels are built against glibc 2.17, so they are looked up at import and the
+ * CLOCK_REALTIME ones used where they are missing (a wall-clock step then stretches a wait by
+ * its size; every wait here is a slice of at most one recovery_interval). */
+typedef int (*clocklock_fn)(pthread_mutex_t *, clockid_t, const struct timespec *);
+typedef int (*clockwait_fn)(sem_t *, clockid_t, const struct timespec *);
+static clocklock_fn mutex_clocklock;
+static clockwait_fn sem_clockwait_;
+
+static struct timespec after(clockid_t clock, double seconds) {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    clock_gettime(clock, &ts);
+    if (seconds > 1e6) seconds = 1e6; /* a slice; the callers loop */
     long long ns = ts.tv_nsec + (long long)(seconds * 1e9);
     ts.tv_sec += ns / 1000000000;
     ts.tv_nsec = ns % 1000000000;
     return ts;
 }
+static int mutex_timedwait(pthread_mutex_t *m, double seconds) {
+    if (mutex_clocklock) {
+        struct timespec ts = after(CLOCK_MONOTONIC, seconds);
+        return mutex_clocklock(m, CLOCK_MONOTONIC, &ts);
+    }
+    struct timespec ts = after(CLOCK_REALTIME, seconds);
+    return pthread_mutex_timedlock(m, &ts);
+}
+static int sem_timedwait_for(sem_t *s, double seconds) { /* -1 and errno, as sem_timedwait */
+    if (sem_clockwait_) {
+        struct timespec ts = after(CLOCK_MONOTONIC, seconds);
+        return sem_clockwait_(s, CLOCK_MONOTONIC, &ts);
+    }
+    struct timespec ts = after(CLOCK_REALTIME, seconds);
+    return sem_timedwait(s, &ts);
+}
 
 /* -- liveness -------------------------------------------------------------------------------- */
-/* The start time (clock ticks since boot) of process `pid`, or 0 if it is gone or a zombie. */
+/* The start time (clock ticks since boot) of process `pid`: 0 if it is gone or a zombie,
+ * UNKNOWN if /proc could not tell (no descriptor free, no /proc): only positive evidence of
+ * death may free what a process holds. */
+#define UNKNOWN (~0ULL)
 static unsigned long long start_time(long pid) {
     char path[64], text[1024];
     snprintf(path, sizeof path, "/proc/%ld/stat", pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
+    if (fd < 0) return errno == ENOENT || errno == ESRCH ? 0 : UNKNOWN;
     ssize_t n = read(fd, text, sizeof text - 1);
+    int err = errno;
     close(fd);
-    if (n <= 0) return 0;
+    if (n < 0) return err == ESRCH ? 0 : UNKNOWN;
+    if (n == 0) return 0;
     text[n] = 0;
     char *p = strrchr(text, ')'); /* the command name may hold spaces and parentheses */
     if (!p || p[1] != ' ') return 0;
@@ -157,17 +198,20 @@ static unsigned long long start_time(long pid) {
     }
     return strtoull(p, NULL, 10);
 }
-/* An owner id is pid | (start time & 0xffffffff) << 32 (shared_queue._queue.owner_id). */
+/* An owner id is pid | (start time & 0xffffffff) << 32 (shared_queue._queue.owner_id). The
+ * processes sharing a queue must share a PID namespace (docs/design.md#platform-notes). */
 static int owner_alive(uint64_t owner) {
     unsigned long long st = start_time((long)(owner & 0xffffffffu));
-    return st != 0 && (st & 0xffffffffu) == (owner >> 32);
+    return st == UNKNOWN || (st != 0 && (st & 0xffffffffu) == (owner >> 32));
 }
 
 /* -- locks ----------------------------------------------------------------------------------- */
 static pthread_mutex_t *mutex(Ring *r, int side) { return (pthread_mutex_t *)(r->base + (side ? r->cmutex : r->pmutex)); }
 
-/* Lock a side by `deadline` (monotonic seconds; < 0: none). 1 locked, 0 timed out, -1 error. */
-static int lock(Ring *r, int side, double deadline) {
+/* Lock a side by `deadline` (monotonic seconds; < 0: none). 1 locked, 0 timed out, -1 error.
+ * With `signals`, Python signal handlers run between slices of the wait (and may raise);
+ * without, none runs: for a caller that already holds the other lock, or must not fail. */
+static int lock(Ring *r, int side, double deadline, int signals) {
     pthread_mutex_t *m = mutex(r, side);
     int rc = pthread_mutex_trylock(m);
     for (;;) {
@@ -181,16 +225,15 @@ static int lock(Ring *r, int side, double deadline) {
             PyErr_SetFromErrno(PyExc_OSError);
             return -1;
         }
-        if (rc != EBUSY && PyErr_CheckSignals() < 0) return -1;
+        if (rc != EBUSY && signals && PyErr_CheckSignals() < 0) return -1;
         double wait = LOCK_SLICE;
         if (deadline >= 0) {
             double left = deadline - mono();
             if (left <= 0) return 0;
             if (left < wait) wait = left;
         }
-        struct timespec ts = real_after(wait);
         NOGIL_BEGIN(r);
-        rc = pthread_mutex_timedlock(m, &ts);
+        rc = mutex_timedwait(m, wait);
         NOGIL_END(r);
         if (r->closing) { /* the handle was closed meanwhile */
             if (rc == 0 || rc == EOWNERDEAD) {
@@ -221,7 +264,7 @@ static int begin(Ring *r, int side, Py_ssize_t want, Py_ssize_t *tokens, double 
     Py_ssize_t had = *tokens;
     *tokens = take_counts(own, had, want);
     if (*tokens > had) crash(CP_AFTER_ACQUIRE, side);
-    int locked = lock(r, side, deadline);
+    int locked = lock(r, side, deadline, 1);
     if (locked < 0) {
         post(own, *tokens - had);
         *tokens = had;
@@ -231,6 +274,9 @@ static int begin(Ring *r, int side, Py_ssize_t want, Py_ssize_t *tokens, double 
 
 /* After a get or a released slot: wake a put that sleeps for room, if one asked lately. */
 static void wake_room(Ring *r) {
+    /* Pairs with ask_room: the waiter stores the flag then reads the counters; this side stores
+     * the counters then reads the flag. Only a full fence on both sides orders that. */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
     uint64_t until = acq(P64(r, r->room_wait));
     if (until && until > mono_ns()) {
         int v = 1;
@@ -276,7 +322,7 @@ static int free_slot(Ring *r, char *sl) {
 
 /* Free the DONE slots nothing pins any more (consumer lock). */
 static Py_ssize_t sweep(Ring *r) {
-    set(P64(r, r->sweep), 0);
+    __atomic_exchange_n(P64(r, r->sweep), 0, __ATOMIC_ACQ_REL); /* before the scan, not after */
     Py_ssize_t n = 0;
     for (Py_ssize_t s = 0; s < r->pool; s++) {
         char *sl = slot(r, s);
@@ -293,6 +339,7 @@ static Py_ssize_t sweep(Ring *r) {
  * `recover`, views and pins of dead processes go too and `reserved` is recounted. Returns
  * > 0 if the pool or the ring gained room. */
 static Py_ssize_t reclaim(Ring *r, int recover) {
+    Py_ssize_t before = pool_free(r); /* before the sweep: what it frees counts too */
     sweep(r);
     uint64_t head = acq(P64(r, r->head)), tail = acq(P64(r, r->tail));
     char *queued = calloc((size_t)r->pool, 1);
@@ -301,7 +348,7 @@ static Py_ssize_t reclaim(Ring *r, int recover) {
         uint32_t s = __atomic_load_n(ring_entry(r, k), __ATOMIC_ACQUIRE);
         if (s < (uint64_t)r->pool) queued[s] = 1;
     }
-    Py_ssize_t nfree = 0, writing = 0, before = pool_free(r);
+    Py_ssize_t nfree = 0, writing = 0;
     for (Py_ssize_t s = 0; s < r->pool; s++) {
         char *sl = slot(r, s);
         uint32_t st = state_of(sl);
@@ -449,6 +496,7 @@ static void record_wait(Ring *r, Py_ssize_t waits_off, Py_ssize_t ns_off, uint64
 static void ask_room(Ring *r) {
     uint64_t until = mono_ns() + (uint64_t)(r->interval * 1e9);
     if (until > rlx(P64(r, r->room_wait))) rel(P64(r, r->room_wait), until);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST); /* see wake_room */
 }
 
 /* put(payloads, tokens, waited_ns, lock_deadline, will_wait, roomed)
@@ -562,8 +610,8 @@ static PyObject *Ring_get_impl(Ring *r, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t nbytes = 0;
     for (Py_ssize_t i = 0; i < k; i++) {
         if (crash_point == CP_MID_COPY && crash_side == 1 && i == crash_count) crash(CP_MID_COPY, 1);
-        char *sl = slot(r, __atomic_load_n(ring_entry(r, head + i), __ATOMIC_ACQUIRE));
-        Py_ssize_t size = (Py_ssize_t)(acq((uint64_t *)sl) & 0xffffffffu);
+        char *sl = slot(r, entry(r, head + i));
+        Py_ssize_t size = length_of(r, sl);
         char *blob = sl + r->s_blob;
         PyObject *x = (!r->raw && size && (unsigned char)blob[0] == 0x80)
                           ? PyBytes_FromStringAndSize(NULL, size)
@@ -589,7 +637,7 @@ static PyObject *Ring_get_impl(Ring *r, PyObject *const *args, Py_ssize_t nargs)
     add(P64(r, r->gets), k);
     add(P64(r, r->bytes_out), nbytes);
     record_wait(r, r->get_waits, r->get_wait_ns, waited);
-    if (rlx(P64(r, r->sweep))) sweep(r);
+    if (acq(P64(r, r->sweep))) sweep(r); /* wake_room below tells waiters */
     unlock(r, 1);
     if (sls != local) PyMem_Free(sls);
     crash(CP_BEFORE_POST, 1);
@@ -655,26 +703,33 @@ static PyObject *Ring_claim_put_impl(Ring *r, PyObject *const *args, Py_ssize_t 
 /* publish(off, size, ok, owner): end a put_view (producer lock): queue its item, or discard it
  * and give its ring entry back. The slot stays pinned by `owner` until its array goes. */
 static PyObject *Ring_publish_impl(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
+    /* It must not fail once a slot is claimed: it works on a closed handle while the
+     * mapping lives (the array counts as a view from its claim), and runs no signal handler. */
     if (nargs != 4) return PyErr_Format(PyExc_TypeError, "publish takes 4 arguments");
-    if (ring_check(r) < 0) return NULL;
     Py_ssize_t off = PyLong_AsSsize_t(args[0]), size = PyLong_AsSsize_t(args[1]);
     int ok = PyObject_IsTrue(args[2]);
     uint64_t owner = PyLong_AsUnsignedLongLong(args[3]);
     if (PyErr_Occurred()) return NULL;
+    if (!r->base) return PyErr_Format(PyExc_ValueError, "the queue handle was unmapped");
     char *sl = r->base + off;
-    if (lock(r, 0, -1) < 0) return NULL;
+    if (lock(r, 0, -1, 0) < 0) return NULL;
+    if (state_of(sl) != r->WRITING || acq(owner_of(r, sl)) != owner) {
+        /* Reclaimed from under us: only a process taken for dead loses its claim. */
+        unlock(r, 0);
+        return PyErr_Format(PyExc_RuntimeError, "a put_view's slot was reclaimed while it was "
+                            "open: processes sharing a queue must share a PID namespace");
+    }
     rel(pin_of(r, sl), owner);
+    if (rlx(P64(r, r->reserved))) rel(P64(r, r->reserved), rlx(P64(r, r->reserved)) - 1);
     if (ok) {
         uint64_t tail = rlx(P64(r, r->tail));
         rel((uint64_t *)sl, (uint64_t)size | (uint64_t)r->READY << 32);
         __atomic_store_n(ring_entry(r, tail), (uint32_t)((off - r->slots_offset) / r->slot_size), __ATOMIC_RELEASE);
-        rel(P64(r, r->reserved), rlx(P64(r, r->reserved)) - 1);
         rel(P64(r, r->tail), tail + 1); /* commit point */
         add(P64(r, r->puts), 1);
         add(P64(r, r->bytes_in), size);
     } else {
         set_state(sl, r->DONE);
-        rel(P64(r, r->reserved), rlx(P64(r, r->reserved)) - 1);
     }
     unlock(r, 0);
     post(ok ? r->fill : r->free, 1);
@@ -698,38 +753,40 @@ static PyObject *Ring_claim_get_impl(Ring *r, PyObject *const *args, Py_ssize_t 
     uint64_t head = rlx(P64(r, r->head));
     Py_ssize_t avail = (Py_ssize_t)(acq(P64(r, r->tail)) - head), off = -1, size = 0;
     if (avail >= 1) {
-        char *sl = slot(r, __atomic_load_n(ring_entry(r, head), __ATOMIC_ACQUIRE));
+        char *sl = slot(r, entry(r, head));
         rel(owner_of(r, sl), owner);
         set_state(sl, r->READING);
         rel(P64(r, r->head), head + 1); /* commit point: the item is taken */
-        size = (Py_ssize_t)(acq((uint64_t *)sl) & 0xffffffffu);
+        size = length_of(r, sl);
         add(P64(r, r->gets), 1);
         add(P64(r, r->bytes_out), size);
         record_wait(r, r->get_waits, r->get_wait_ns, waited);
         off = sl - r->base;
         avail -= 1;
     }
-    if (rlx(P64(r, r->sweep))) sweep(r);
+    Py_ssize_t swept = acq(P64(r, r->sweep)) ? sweep(r) : 0;
     unlock(r, 1);
-    if (off >= 0) {
-        post(r->free, 1);
-        wake_room(r);
-        tokens = 0;
-    } else {
-        tokens = 0;
-    }
+    if (off >= 0) post(r->free, 1);
+    if (off >= 0 || swept) wake_room(r);
+    tokens = 0;
     return Py_BuildValue("(nnnn)", off, size, tokens, avail);
 }
 
-/* release(off, pin): give back a slot a view held (a get_view's READING slot, or a put_view's
+/* release(off, pin, owner): give back a slot a view held (a get_view's READING slot, or a put_view's
  * pin). Only tries the consumer lock: a finalizer may run while this thread holds it. */
 static PyObject *Ring_release(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) return PyErr_Format(PyExc_TypeError, "release takes 2 arguments");
+    if (nargs != 3) return PyErr_Format(PyExc_TypeError, "release takes 3 arguments");
     Py_ssize_t off = PyLong_AsSsize_t(args[0]);
     int pin = PyObject_IsTrue(args[1]);
+    uint64_t owner = PyLong_AsUnsignedLongLong(args[2]);
     if (PyErr_Occurred()) return NULL;
     if (!r->base) Py_RETURN_NONE; /* released: the mapping is gone, and the slot with it */
     char *sl = r->base + off;
+    /* Still ours? Only a process taken for dead (another PID namespace) could have lost it;
+     * then the slot may be someone else's by now and is left alone. */
+    if (pin ? acq(pin_of(r, sl)) != owner
+            : (state_of(sl) != r->READING || acq(owner_of(r, sl)) != owner))
+        Py_RETURN_NONE;
     pthread_mutex_t *m = mutex(r, 1);
     int rc = pthread_mutex_trylock(m);
     if (rc == EOWNERDEAD) {
@@ -768,9 +825,9 @@ static PyObject *Ring_catch_up_impl(Ring *r, PyObject *const *args, Py_ssize_t n
     int recover = PyObject_IsTrue(args[0]);
     double deadline = PyFloat_AsDouble(args[1]);
     if (PyErr_Occurred()) return NULL;
-    int locked = lock(r, 0, deadline);
+    int locked = lock(r, 0, deadline, 1);
     if (locked <= 0) return locked < 0 ? NULL : PyLong_FromLong(0);
-    locked = lock(r, 1, deadline);
+    locked = lock(r, 1, deadline, 0); /* holding the producer lock: no signal handler runs */
     if (locked <= 0) {
         unlock(r, 0);
         return locked < 0 ? NULL : PyLong_FromLong(0);
@@ -778,6 +835,7 @@ static PyObject *Ring_catch_up_impl(Ring *r, PyObject *const *args, Py_ssize_t n
     Py_ssize_t gained = reclaim(r, recover);
     unlock(r, 1);
     unlock(r, 0);
+    if (gained > 0) wake_room(r); /* other puts may wait for what came back */
     return PyLong_FromSsize_t(gained);
 }
 
@@ -796,11 +854,10 @@ static PyObject *Ring_wait_impl(Ring *r, PyObject *const *args, Py_ssize_t nargs
     for (;;) {
         double left = deadline - mono();
         if (left <= 0) Py_RETURN_FALSE;
-        struct timespec ts = real_after(left);
         int rc, err;
         r->waiting[which]++;
         NOGIL_BEGIN(r);
-        rc = sem_timedwait(sem, &ts);
+        rc = sem_timedwait_for(sem, left);
         err = errno;
         NOGIL_END(r);
         r->waiting[which]--;
@@ -847,17 +904,26 @@ static void ring_release_resources(Ring *r) {
     r->open = 0;
 }
 
+/* close(): no new calls, and this handle's calls in a wait end (views' releases and a
+ * put_view's publish still work: the mapping stays until unmap()). */
 static PyObject *Ring_close(Ring *r, PyObject *unused) {
-    if (r->busy) {
-        r->closing = 1; /* the last call out releases (settle) */
-        r->open = 0;    /* no new calls */
-        /* Wake this handle's waits: one post each. A peer's waiter may take one instead; it
-         * finds nothing and waits again, and this handle's waiter ends at its interval. */
-        sem_t *sems[3] = {r->free, r->fill, r->room};
-        for (int i = 0; i < 3; i++) post(sems[i], r->waiting[i]);
-    } else {
-        ring_release_resources(r);
-    }
+    if (!r->open) Py_RETURN_NONE;
+    r->open = 0;
+    r->closing = 1;
+    /* Wake this handle's waits: one post each. A peer's waiter may take one instead; it finds
+     * nothing and waits again, and this handle's waiter ends at its next slice. */
+    sem_t *sems[3] = {r->free, r->fill, r->room};
+    for (int i = 0; i < 3; i++)
+        if (sems[i]) post(sems[i], r->waiting[i]);
+    Py_RETURN_NONE;
+}
+
+/* unmap(): release the mapping and the semaphores, now or when the last call leaves a wait. */
+static PyObject *Ring_unmap(Ring *r, PyObject *unused) {
+    r->open = 0;
+    r->closing = 1;
+    r->unmapping = 1;
+    settle(r);
     Py_RETURN_NONE;
 }
 
@@ -968,7 +1034,8 @@ static PyMethodDef Ring_methods[] = {
     {"room", (PyCFunction)Ring_room, METH_NOARGS, "Items the ring takes."},
     {"pool_free", (PyCFunction)Ring_pool_free, METH_NOARGS, "FREE slots by the counters."},
     {"full", (PyCFunction)Ring_full, METH_NOARGS, "Whether a put_nowait would find no room."},
-    {"close", (PyCFunction)Ring_close, METH_NOARGS, "Release the mapping and the semaphores."},
+    {"close", (PyCFunction)Ring_close, METH_NOARGS, "End this handle's calls; views still work."},
+    {"unmap", (PyCFunction)Ring_unmap, METH_NOARGS, "Release the mapping and the semaphores."},
     {NULL},
 };
 
@@ -1046,6 +1113,8 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__core(void) {
+    mutex_clocklock = (clocklock_fn)dlsym(RTLD_DEFAULT, "pthread_mutex_clocklock");
+    sem_clockwait_ = (clockwait_fn)dlsym(RTLD_DEFAULT, "sem_clockwait");
     if (PyType_Ready(&RingType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;

@@ -133,8 +133,11 @@ class QueueCore:
         shape: tuple[int, ...] | int | None = None,
         spare_slots: int | None = None,
     ) -> None:
-        if not recovery_interval > 0:
-            raise ValueError(f"recovery_interval must be positive, got {recovery_interval}")
+        if not 0 < recovery_interval <= 3600:  # NaN and inf fail too
+            raise ValueError(
+                f"recovery_interval must be positive and at most 3600 seconds, got "
+                f"{recovery_interval}"
+            )
         self._name = name
         self._run_id = run_id
         self._recovery_interval = float(recovery_interval)
@@ -349,18 +352,25 @@ class QueueCore:
             raise Full(f"queue {self._label} is full (capacity={self._capacity})")
         off = out[0]
         blob = off + L.BLOB_OFFSET
-        arr: np.ndarray[Any, Any] = np.ndarray(dims, dt, buffer=seg.buf, offset=blob + len(desc))
+        seg.view_opened()  # from the claim: close() keeps the mapping while the array lives
+        try:
+            arr: np.ndarray[Any, Any] = np.ndarray(
+                dims, dt, buffer=seg.buf, offset=blob + len(desc)
+            )
+        except BaseException:
+            seg.ring.publish(off, size, False, owner_id())
+            _release_view(seg, off, True, os.getpid())
+            raise
+        weakref.finalize(arr, _release_view, seg, off, True, os.getpid())
         ok = False
         try:
             yield arr
             ok = True
         finally:
+            arr.flags.writeable = False
             if ok:
                 seg.buf[blob : blob + len(desc)] = desc
             seg.ring.publish(off, size, ok, owner_id())
-            arr.flags.writeable = False
-            seg.view_opened()
-            weakref.finalize(arr, _release_view, seg, off, True, os.getpid())
 
     def _raw_segment(self, what: str) -> Segment:
         seg = self._segment()
@@ -584,6 +594,8 @@ class QueueCore:
             raise ValueError(f"queue {self._label}: this handle is closed")
         ring = seg.ring
         view = payloads is _VIEW
+        if timeout == 0:
+            block = False  # "don't wait", as put_nowait/get_nowait (the lock still gets its grace)
         will_wait = will_wait or block
         started = since
         # The lock is waited for until the caller's deadline; a call that does not wait for
@@ -692,6 +704,6 @@ def _release_view(seg: Segment, off: int, pin: bool, pid: int) -> None:
     if os.getpid() != pid:
         return  # a forked child's copy of the array: the parent still holds the slot
     try:
-        seg.ring.release(off, pin)
+        seg.ring.release(off, pin, owner_id())
     finally:
         seg.view_closed()

@@ -302,6 +302,7 @@ class Segment:
         may still be waiting on one. While arrays from views live, the mapping stays (their
         finalizers still mark their slots); the last one unmaps it.
         """
+        self.ring.close()  # this handle's calls end; views' releases still work
         if close_semaphores:
             for sem in (self.free, self.fill, self.room):
                 sem.close()
@@ -324,7 +325,7 @@ class Segment:
                 self._unmap()
 
     def _unmap(self) -> None:
-        self.ring.close()  # its export of the mapping first
+        self.ring.unmap()  # its export of the mapping first
         del self.header, self.slots
         for view in (self.hdr, self.buf):
             view.release()

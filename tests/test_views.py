@@ -1056,3 +1056,47 @@ def test_views_stay_readable_after_close(qname: str) -> None:
     assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
     assert proc.stdout.splitlines() == ["[0, 1, 2, 3] [7, 7, 7, 7]", "ok"]
     assert "Exception ignored" not in proc.stderr
+
+
+def test_close_inside_an_open_put_view(make_queue: Any, qname: str) -> None:
+    """The array of an open put_view counts as a view from its claim: closing the handle in
+    the block keeps the mapping, the block's writes land, and the item is queued."""
+    q = typed(make_queue, capacity=2)
+    other = make_queue(create=False)
+    with q.put_view() as arr:
+        q.close()
+        arr[...] = 5
+    assert value(other.get(timeout=TIMEOUT)) == 5
+    del arr
+    gc.collect()
+    assert_healthy(other)
+
+
+def test_a_slot_left_for_a_sweep_counts_when_a_put_reclaims(make_queue: Any) -> None:
+    """A view released while another thread (here: this test, through ctypes) holds the
+    consumer lock is left DONE for a sweep; the next put that finds the pool dry sweeps it and
+    goes ahead, instead of raising Full."""
+    import ctypes
+
+    from shared_queue import _layout as L
+
+    q = typed(make_queue, capacity=2)  # no spare slots
+    q.put(item(1))
+    q.put(item(2))
+    with q.get_view() as kept:
+        pass
+    seg = q._seg
+    assert seg is not None
+    libc = ctypes.CDLL(None)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(seg.buf))
+    mutex = ctypes.c_void_p(base + L.HEADER_DTYPE.fields["consumer_mutex"][1])  # type: ignore[index]
+    assert libc.pthread_mutex_lock(mutex) == 0
+    try:
+        del kept
+        gc.collect()  # the finalizer finds the lock busy: the slot waits for a sweep
+    finally:
+        assert libc.pthread_mutex_unlock(mutex) == 0
+    assert seg.fields["sweep"] == 1 and not q.full()
+    q.put_nowait(item(3))  # the pool looked dry: the put swept, and went in
+    assert drain(q) == [2, 3]
+    assert_healthy(q)
