@@ -12,7 +12,7 @@ from typing import Any
 from . import __doc__ as package_doc
 from .harness import leaked_entries, measure_all, shm_entries
 from .impls import IMPL_KEYS, build_impls
-from .impls.nosafety import LOCK_VARIANTS
+from .impls.nosafety import NOSAFETY
 from .report import Run, json_payload, print_markdown
 from .workloads import SECTIONS, WL_BY_KEY, WORKLOADS, Config
 
@@ -21,12 +21,12 @@ def parse_variant(text: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for part in filter(None, text.split(",")):
         key, sep, raw = part.partition("=")
-        if not sep and key.strip() in LOCK_VARIANTS:
+        if not sep and key.strip() == NOSAFETY:
             out[key.strip()] = True
             continue
         if not sep or not key.strip():
             raise argparse.ArgumentTypeError(
-                f"bad --variant item {part!r}, want key=value, nosafety or ofdshim"
+                f"bad --variant item {part!r}, want key=value or {NOSAFETY}"
             )
         try:
             out[key.strip()] = ast.literal_eval(raw)
@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=parse_variant,
         default=[],
         metavar="K=V[,K=V]",
-        help="shared_queue variant (repeatable, one column each); also: nosafety, ofdshim",
+        help="shared_queue variant (repeatable, one column each); also: nosafety",
     )
     return ap.parse_args(argv)
 

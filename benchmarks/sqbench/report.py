@@ -3,6 +3,8 @@
 Ratio columns are ``shared_queue / other`` of the medians: for items/s and GB/s a ratio
 above 1 means shared_queue is faster; for microseconds a ratio below 1 means shared_queue
 is faster.  ``±x%`` is half the min-max range over the repeats, relative to the median.
+The bare-semaphore floors of the latency rows are printed under their section, and the
+issue 11 targets (``targets.py``) as a table of their own at the end.
 The JSON keys are what ``plot.py`` and ``docs/benchmarks.md`` read: keep them stable.
 """
 
@@ -18,14 +20,25 @@ from .harness import SHM_DIR, Cell, Measured
 from .impls.base import Impl
 from .impls.fasterfifo import FasterFifoImpl
 from .impls.mpqueue import MpQueueImpl
+from .impls.pyzmq import ZmqImpl
+from .targets import evaluate as evaluate_targets
+from .targets import render as render_targets
 from .workloads import WL_BY_KEY, Config, Workload
 from .workloads.aio import ASYNC_PAIRS
 from .workloads.arrays import ARRAY_CAPACITY, ARRAY_HEADROOM, ARRAY_SIZES, COPYTO
 from .workloads.base import size_label
-from .workloads.safety import NOSAFETY_LABEL, SAFE_COLUMNS
+from .workloads.safety import NOSAFETY_LABEL, SAFE_LABEL
 
-MP, FF = MpQueueImpl.label, FasterFifoImpl.label
-RATIO_AGAINST = (MP, FF, COPYTO)  # the columns each shared_queue column gets a ratio to
+MP, FF, ZMQ = MpQueueImpl.label, FasterFifoImpl.label, ZmqImpl.label
+RATIO_AGAINST = (MP, FF, ZMQ, COPYTO)  # the columns each shared_queue column gets a ratio to
+# Arrays: the pickle-mode and typed columns get no ratio columns (the table would be too
+# wide); raw and get_view are the ones the targets name.
+NO_ARRAY_RATIOS = ("shared_queue", "shared_queue[typed]")
+# What each floor measures (Workload.floor; impls/posix_sem.py).
+FLOOR_TEXT = {
+    "pingpong": "bare posix_ipc semaphore ping-pong, per round trip",
+    "wakeup": "bare posix_ipc semaphore wake-up (a post wakes a process blocked in the wait)",
+}
 
 
 @dataclass
@@ -48,6 +61,10 @@ class Run:
     def sem_pingpong(self) -> Cell | None:
         """The bare-semaphore floor of the ping-pong row, if measured."""
         return self.measured.floors.get("pingpong")
+
+    @property
+    def targets(self) -> list[dict[str, Any]]:
+        return evaluate_targets(self.measured)
 
 
 def fmt(value: float | None, unit: str) -> str:
@@ -91,7 +108,7 @@ def safety_cost(safe: Cell | None, nosafety: Cell | None) -> dict | None:
     return {"cost": 1 - safe.median / nosafety.median, "per_repeat": paired}
 
 
-def cost_vs_nosafety(row: dict[str, Cell], safe: str) -> dict | None:
+def cost_vs_nosafety(row: dict[str, Cell], safe: str = SAFE_LABEL) -> dict | None:
     """safety_cost of column `safe` of a safety row against its nosafety column."""
     return safety_cost(row.get(safe), row.get(NOSAFETY_LABEL))
 
@@ -118,15 +135,13 @@ def render(section: str, keys: list[str], results: dict, impls: list[Impl]) -> s
     sq_labels = [i.label for i in impls if i.key == "sq" and i.label in labels]
     extra: list[tuple[str, Callable[[dict], str]]] = []
     if section == "safety":
-        for safe in SAFE_COLUMNS:
-            if safe in labels and NOSAFETY_LABEL in labels:
-                extra.append(
-                    (
-                        f"cost: 1 - {safe} / nosafety",
-                        lambda row, s=safe: fmt_cost(cost_vs_nosafety(row, s)),
-                    )
-                )
+        if SAFE_LABEL in labels and NOSAFETY_LABEL in labels:
+            extra.append(
+                (f"cost: 1 - {SAFE_LABEL} / nosafety", lambda row: fmt_cost(cost_vs_nosafety(row)))
+            )
     else:
+        if section == "arrays":
+            sq_labels = [s for s in sq_labels if s not in NO_ARRAY_RATIOS] or sq_labels
         others = [o for o in RATIO_AGAINST if o in labels]
         for o in others:
             for s in sq_labels:
@@ -137,7 +152,7 @@ def render(section: str, keys: list[str], results: dict, impls: list[Impl]) -> s
         wl = WL_BY_KEY[key]
         row = results.get(key, {})
         unit = f"{wl.unit} ({'higher' if wl.higher_is_better else 'lower'} is better)"
-        title = wl.title + (" [a]" if key == "batch_1x1" and MP in labels else "")
+        title = wl.title + (" [a]" if key == "batch_1x1" and {MP, ZMQ} & set(labels) else "")
         cells = [fmt_cell(row.get(lbl), wl.unit) for lbl in labels]
         lines.append("| " + " | ".join([title, unit, *cells, *(f(row) for _, f in extra)]) + " |")
     return "\n".join(lines)
@@ -162,8 +177,9 @@ def async_summary(results: dict, impls: list[Impl]) -> dict[str, dict[str, Any]]
 
 def print_markdown(run: Run) -> None:
     """The report on stdout: run facts, one table per section with its notes, errors."""
-    cfg, results, ref = run.cfg, run.measured.results, run.sem_pingpong
+    cfg, results = run.cfg, run.measured.results
     sec_keys = run.sections
+    floors_shown: set[str] = set()
     labels = [i.label for i in run.impls]
     print(f"# shared_queue benchmark ({'quick' if run.quick else 'full'})\n")
     print(
@@ -196,21 +212,31 @@ def print_markdown(run: Run) -> None:
     for section, keys in sec_keys.items():
         print(f"\n## {section}\n")
         print(render(section, keys, results, run.columns))
-        if section == "small" and ref is not None:
+        for key in keys:
+            floor = run.measured.floors.get(key)
+            if floor is None or key in floors_shown:
+                continue
+            floors_shown.add(key)
+            what = FLOOR_TEXT.get(key, "bare semaphores")
             print(
-                f"\nReference: bare posix_ipc semaphore ping-pong = **{fmt_cell(ref, 'us')} us** "
-                "per round trip (no queue, no pickling)."
+                f"\nFloor of {WL_BY_KEY[key].title!r}: {what} = **{fmt_cell(floor, 'us')} us** "
+                "(no queue, no pickling)."
             )
-            if ref.errors:
-                print(f"\n**error** reference: {ref.errors[0]}")
-        if section == "small" and MP in labels and "batch_1x1" in keys:
-            print(f"\n[a] {MP} has no batch API: it does single put/get in the batch row.")
+            if floor.errors:
+                print(f"\n**error** floor of {key}: {floor.errors[0]}")
+        no_batch = [lbl for lbl in (MP, ZMQ) if lbl in labels]
+        if section == "small" and no_batch and "batch_1x1" in keys:
+            print(
+                f"\n[a] {' and '.join(no_batch)} have no batch API: single put/get in the "
+                "batch row."
+            )
         if section == "arrays":
             print(
                 "\n`shared_queue` here is pickle mode (the array travels as a protocol-5 "
-                "out-of-band buffer); `[raw]` is raw=True; `[typed]` is dtype/shape slots "
-                f"(1 MiB row only). `{COPYTO}` is one in-process copy of the same size, in the "
-                "parent; a queue copies every array twice (into the slot, out of it)."
+                "out-of-band buffer); `[raw]` is raw=True; `[typed]` is dtype/shape slots and "
+                "`[view]` a typed queue read with get_view (1 MiB and 16 MiB rows). "
+                f"`{COPYTO}` is one in-process copy of the same size, in the parent; a queue "
+                "copies every array twice (into the slot, out of it), get_view once."
             )
         if section == "async":
             print(f"\n{MP} and {FF} have no async API (n/a). Async vs sync:\n")
@@ -224,12 +250,11 @@ def print_markdown(run: Run) -> None:
                     )
         if section == "safety":
             print(
-                "\nCost = 1 - items/s with crash safety / items/s without it (POSIX semaphore "
-                "mutexes patched in for the OFD locks, benchmark-only); goal <= 15%. "
-                "`[ofd+shim]` calls the real OFD locks through the same Python shim as the "
-                "patch, so its cost column compares the lock mechanisms alone; "
-                "`shared_queue` is the library as shipped (the shim's own overhead makes its "
-                "cost column read slightly low)."
+                "\nCost = 1 - items/s with crash safety / items/s without it: `shared_queue` "
+                "as shipped (robust process-shared mutexes) against `[nosafety]`, the same "
+                "code over plain process-shared mutexes (the benchmark-only switch "
+                "`_segment.LOCK_KIND = LOCK_UNSAFE`, set when the queue is created); "
+                "target <= 5%."
             )
     print(
         "\nRatios are shared_queue / other of the medians: > 1 is better for items/s and GB/s, "
@@ -238,6 +263,17 @@ def print_markdown(run: Run) -> None:
     )
     for label, reason in run.unavailable.items():
         print(f"- {label}: n/a ({reason})")
+    targets = run.targets
+    if targets:
+        print("\n## Issue 11 targets\n")
+        print(render_targets(targets))
+        met = sum(1 for t in targets if t["met"])
+        print(
+            f"\n{met} of {len(targets)} targets met. Ratio: shared_queue / the other column "
+            "of the medians (for a floor: shared_queue's latency / the floor's; for crash "
+            "safety: the cost). Repeats met: repeats (paired by index) whose own ratio meets "
+            "the target."
+        )
     for wl in run.workloads:
         for label, cell in results[wl.key].items():
             for err in dict.fromkeys(cell.errors):
@@ -273,9 +309,11 @@ def json_payload(run: Run) -> dict[str, Any]:
             for wl in run.workloads
         },
         "reference_sem_pingpong_us": None if ref is None else ref.as_json(),
+        "floors_us": {key: cell.as_json() for key, cell in run.measured.floors.items()},
         "async_vs_sync": async_summary(results, run.impls),
         "safety_cost": {
-            key: {safe: cost_vs_nosafety(results[key], safe) for safe in SAFE_COLUMNS}
+            key: {SAFE_LABEL: cost_vs_nosafety(results[key])}
             for key in run.sections.get("safety", [])
         },
+        "targets": run.targets,
     }

@@ -4,10 +4,10 @@
 - ``sharedqueue.py``: shared_queue in every mode (pickle, raw, typed, get_view) and variant.
 - ``mpqueue.py``: ``multiprocessing.Queue``, the baseline of the ratios.
 - ``fasterfifo.py``: faster-fifo.
-- ``pyzmq.py``: pyzmq PUSH/PULL over ``ipc://``.
-- ``nosafety.py``: the unsafe-mutex baseline (shared_queue with its crash-safe locks patched
-  out, benchmark-only) for the safety section.
-- ``posix_sem.py``: bare posix_ipc semaphores, the floor under the latency rows (no queue).
+- ``pyzmq.py``: pyzmq PUSH/PULL over ``ipc://``, the consumer bound first.
+- ``nosafety.py``: the unsafe-mutex baseline for the safety section (shared_queue whose
+  segments get plain, non-robust process-shared mutexes: a benchmark-only switch).
+- ``posix_sem.py``: bare posix_ipc semaphores, the floors under the latency rows (no queue).
 """
 
 from __future__ import annotations
@@ -36,10 +36,7 @@ def build_impls(keys: list[str], variants: list[dict]) -> list[Impl]:
                 impls.append(SharedQueueImpl(roles=frozenset({"safety"})))
             else:
                 impls.append(SharedQueueImpl(roles=frozenset({"base", "safety"})))
-            impls += [
-                SharedQueueImpl(locks="shim", roles=frozenset({"safety"})),
-                SharedQueueImpl(locks="nosafety", roles=frozenset({"safety"})),
-            ]
+            impls.append(SharedQueueImpl(unsafe=True, roles=frozenset({"safety"})))
         elif key == "mp":
             impls.append(MpQueueImpl())
         elif key == "ff":

@@ -51,9 +51,8 @@ class Impl:
     """Factory/adapter for one queue implementation.
 
     ``roles`` say which workloads give it a column: ``base`` (small dicts, arrays, sync
-    rows of the async section), ``pair`` (one process on each side: the latency rows and
-    the arrays), ``raw`` / ``typed`` (arrays), ``safety``.  ``key`` is its ``--impl`` name,
-    ``label`` its column heading (and its key in the JSON).
+    rows of the async section), ``raw`` / ``typed`` (arrays), ``safety``.  ``key`` is its
+    ``--impl`` name, ``label`` its column heading (and its key in the JSON).
     """
 
     key = ""
@@ -65,12 +64,26 @@ class Impl:
         """None if usable, else a reason."""
         return None
 
-    def create(self, capacity: int, item_size: int, array: ArraySpec | None = None) -> Handle:
+    def create(
+        self,
+        capacity: int,
+        item_size: int,
+        array: ArraySpec | None = None,
+        peers: tuple[int, int] = (1, 1),
+    ) -> Handle:
+        """In the parent: make a queue for `peers` = (producer, consumer) processes."""
         raise NotImplementedError
 
     def attach(self, endpoint: Any) -> Any:
         """In a child: open the queue from its endpoint."""
         return endpoint
+
+    def bind_consumer(self, q: Any) -> None:
+        """Before the start barrier, on a handle that will get: be ready to receive.
+
+        A socket library binds here, so that producers, which connect after the barrier,
+        find the consumer there (pyzmq); a shared-memory queue is ready already.
+        """
 
     def detach(self, q: Any) -> None:
         """In a child: release the queue."""

@@ -19,7 +19,7 @@ class FasterFifoImpl(Impl):
     def unavailable(self):
         return not_importable("faster_fifo")
 
-    def create(self, capacity, item_size, array=None):
+    def create(self, capacity, item_size, array=None, peers=(1, 1)):
         import faster_fifo
 
         q = faster_fifo.Queue(max_size_bytes=capacity * item_size)

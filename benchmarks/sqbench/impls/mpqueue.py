@@ -17,7 +17,7 @@ class MpQueueImpl(Impl):
     label = "mp.Queue"
     has_batch = False
 
-    def create(self, capacity, item_size, array=None):
+    def create(self, capacity, item_size, array=None, peers=(1, 1)):
         q = CTX.Queue(maxsize=capacity)
         return Handle(q, q)
 

@@ -2,16 +2,16 @@
 
 One class, several columns: pickle mode (``shared_queue``, the ``base`` rows), ``[raw]``
 (``raw=True``), ``[typed]`` (``dtype=``/``shape=`` slots), ``[view]`` (typed, read with
-``get_view``), the lock swaps of ``nosafety.py`` (``[ofd+shim]``, ``[nosafety]``), and one
-column per ``--variant``.
+``get_view``), the unsafe-mutex baseline of ``nosafety.py`` (``[nosafety]``), and one column
+per ``--variant``.
 
 ``--variant key=value[,key=value...]`` (repeatable) adds one shared_queue
 column per variant: if ``shared_queue`` has a module attribute ``key`` it is
 set for that run (children inherit it through fork), otherwise ``key=value``
 is passed to the ``SharedMemoryQueue`` constructor of the creating process
 (children attach by name without it).  Values are Python literals when they
-parse as one, strings otherwise.  The bare words ``nosafety`` and ``ofdshim``
-select the lock swap (see ``nosafety.py``).  A constructor kwarg that the
+parse as one, strings otherwise.  The bare word ``nosafety`` creates the
+queues with plain (non-robust) mutexes (see ``nosafety.py``).  A constructor kwarg that the
 library accepts but ignores gives identical columns, so check that a variant
 really switches something.
 """
@@ -27,7 +27,7 @@ from typing import Any
 
 from ..common import OP_TIMEOUT, BenchError, git_rev, unique_name
 from .base import Handle, Impl, Ops
-from .nosafety import LOCK_TAGS, LOCK_VARIANTS, LockSwap, swap_unavailable
+from .nosafety import NOSAFETY, expected_lock_kind, lock_kind, unsafe_locks, unsafe_unavailable
 
 
 class SharedQueueImpl(Impl):
@@ -39,18 +39,15 @@ class SharedQueueImpl(Impl):
         variant: dict[str, Any] | None = None,
         *,
         mode: str | None = None,  # None (pickle), "raw", "typed" or "view" (typed, get_view)
-        locks: str | None = None,  # None (as shipped), "shim" or "nosafety": see LockSwap
+        unsafe: bool = False,  # plain process-shared mutexes, no crash safety: see nosafety.py
         roles: frozenset[str] = frozenset({"base"}),
     ):
         self.variant = dict(variant or {})
-        for word, lock_mode in LOCK_VARIANTS.items():
-            if self.variant.pop(word, False):
-                locks = lock_mode
+        self.unsafe = bool(self.variant.pop(NOSAFETY, False)) or unsafe
         self.mode, self.roles = mode, roles
-        self.swap = LockSwap(locks) if locks else None
         tags = [f"{k}={v}" for k, v in self.variant.items()]
         tags += [mode] if mode else []
-        tags += [LOCK_TAGS[locks]] if locks else []
+        tags += [NOSAFETY] if self.unsafe else []
         self.label = f"shared_queue[{','.join(tags)}]" if tags else "shared_queue"
         self._mod = None
         self._module_attrs: dict[str, Any] = {}
@@ -60,8 +57,8 @@ class SharedQueueImpl(Impl):
         try:
             self._mod = importlib.import_module("shared_queue")
             self._mod.SharedMemoryQueue  # noqa: B018 - probe the attribute
-            if self.swap is not None:
-                reason = swap_unavailable()
+            if self.unsafe:
+                reason = unsafe_unavailable()
                 if reason:
                     return reason
         except Exception as e:
@@ -79,13 +76,12 @@ class SharedQueueImpl(Impl):
         try:
             for k, v in self._module_attrs.items():
                 setattr(self._mod, k, v)
-            with self.swap.installed() if self.swap else contextlib.nullcontext():
-                yield
+            yield
         finally:
             for k, v in saved.items():
                 setattr(self._mod, k, v)
 
-    def create(self, capacity, item_size, array=None):
+    def create(self, capacity, item_size, array=None, peers=(1, 1)):
         name = unique_name("sqbench")
         kwargs = dict(self._ctor_kwargs)
         if self.mode == "raw":
@@ -94,17 +90,20 @@ class SharedQueueImpl(Impl):
             if array is None:
                 raise BenchError("a typed queue needs an array workload")
             kwargs.update(dtype=array.dtype, shape=array.shape)
-        if self.swap is not None:
-            self.swap.add_queue(name)
-        try:
+        with unsafe_locks() if self.unsafe else contextlib.nullcontext():
             q = self._mod.SharedMemoryQueue(
                 name, create=True, capacity=capacity, item_size=item_size, **kwargs
             )
+        handle = Handle(q, name)
+        try:
+            # A column must measure the locks it is labelled with (the switch is internal).
+            kind, want = lock_kind(name), expected_lock_kind(self.unsafe)
+            if kind != want:
+                raise BenchError(f"{self.label}: queue {name} has lock_kind {kind}, want {want}")
         except BaseException:
-            if self.swap is not None:
-                self.swap.remove_queue(name)
+            self.destroy(handle)
             raise
-        return Handle(q, name)
+        return handle
 
     def attach(self, endpoint):
         return self._mod.SharedMemoryQueue(endpoint)
@@ -116,11 +115,7 @@ class SharedQueueImpl(Impl):
         try:
             handle.obj.close()
         finally:
-            try:
-                handle.obj.unlink()
-            finally:
-                if self.swap is not None:
-                    self.swap.remove_queue(handle.endpoint)
+            handle.obj.unlink()
 
     def ops(self, q):
         # put_batch/get_batch may or may not take a timeout; pass it if they do.

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..common import CTX, OP_TIMEOUT, BenchError
 from ..impls.base import Impl
-from ..procs import children, queues, wait_barrier
+from ..procs import Ending, children, queues, wait_barrier
 from .base import Config, Workload, base_sq
 from .small import single, wakeup
 
@@ -36,12 +36,13 @@ def _get_async(impl: Impl, q: Any) -> Callable[..., Any]:
     return get_async
 
 
-def _async_consumer(impl: Impl, endpoint, barrier, batch: int) -> tuple[int, float]:
+def _async_consumer(impl: Impl, endpoint, barrier, batch: int, ending: Ending) -> tuple[int, float]:
     """small._consumer with ``await get_async()`` in asyncio.run (single items only)."""
     if batch > 1:
         raise ValueError("the async consumer takes single items")
     q = impl.attach(endpoint)
     try:
+        impl.bind_consumer(q)
         get_async = _get_async(impl, q)
 
         async def drain() -> tuple[int, float]:
@@ -53,6 +54,7 @@ def _async_consumer(impl: Impl, endpoint, barrier, batch: int) -> tuple[int, flo
 
         return asyncio.run(drain())
     finally:
+        ending.consumer_done()
         impl.detach(q)
 
 
@@ -60,6 +62,7 @@ def _async_wake_consumer(impl: Impl, endpoint, barrier, n: int) -> list[float]:
     """small._wake_consumer with ``await get_async()`` in asyncio.run."""
     q = impl.attach(endpoint)
     try:
+        impl.bind_consumer(q)
         get_async = _get_async(impl, q)
 
         async def wake() -> list[float]:

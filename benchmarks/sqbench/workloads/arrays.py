@@ -5,14 +5,21 @@ GB/s (1 GB = 1e9 bytes) of array data from the producer's start to the consumer'
 ~64-128 MB with ``--quick``); the consumer checks the first array's dtype and size and
 drops the rest.  Columns: ``shared_queue[raw]`` (``raw=True``, ``item_size = nbytes +
 4096``: the array bytes are copied into the slot and out again, never pickled);
-``shared_queue[typed]`` (``dtype=np.float32, shape=(n,)``, 1 MiB row only);
-``shared_queue[view]`` (typed, read with ``get_view``, 1 MiB row only); ``shared_queue``
-(pickle mode: the array goes as a protocol-5 out-of-band buffer, same item_size);
-``mp.Queue`` and ``faster-fifo`` pickle the array (faster-fifo's ``max_size_bytes`` is
-``capacity * item_size``, room for several arrays); pyzmq sends it without copying.  The
+``shared_queue[typed]`` (``dtype=np.float32, shape=(n,)``, 1 MiB and 16 MiB rows);
+``shared_queue[view]`` (typed, read with ``get_view``, 1 MiB and 16 MiB rows);
+``shared_queue`` (pickle mode: the array goes as a protocol-5 out-of-band buffer, same
+item_size); ``mp.Queue`` and ``faster-fifo`` pickle the array (faster-fifo's
+``max_size_bytes`` is ``capacity * item_size``, room for several arrays); pyzmq sends it as
+a header frame plus the array's buffer, without copying, both ways (``copy=False``), with
+the high-water mark at the queue's capacity.  The
 ``np.copyto`` column is an in-process reference: one ``np.copyto(dst, src)`` of the same
 size, repeated as often, timed in the parent (a queue copies each array twice, into the
-slot and out of it, in two processes).
+slot and out of it, in two processes). Its source and destination both start on a 64-byte
+boundary: on the benchmark machine (AMD EPYC, glibc 2.36) a copy of 16 KiB to ~1 MiB whose
+source and destination differ in alignment modulo 64 runs up to 13x slower (glibc's
+``rep movsb`` path), and numpy's own 64 KiB arrays land at any offset, which made the
+reference swing between 2 and 23 GB/s from run to run. The arrays the producers put are
+ordinary ``np.full`` arrays, as a user's would be.
 """
 
 from __future__ import annotations
@@ -23,12 +30,14 @@ from functools import partial
 
 from ..common import CTX, KIB, MIB, OP_TIMEOUT, BenchError
 from ..impls.base import ArraySpec, Impl
-from ..procs import children, queues, wait_barrier
+from ..procs import Ending, children, queues, wait_barrier
 from .base import Config, Workload, size_label
 
 ARRAY_SIZES = (64 * KIB, MIB, 16 * MIB)
 ARRAY_CAPACITY = {64 * KIB: 64, MIB: 16, 16 * MIB: 4}  # slots: 4-64 MiB of shared memory
 ARRAY_HEADROOM = 4096  # item_size = array bytes + this, for every array queue
+TYPED_SIZES = (MIB, 16 * MIB)  # the rows with typed and get_view columns
+ALIGN = 64  # the np.copyto reference copies between 64-byte aligned buffers
 COPYTO = "np.copyto"  # label of the in-process reference column of the arrays rows
 
 
@@ -38,7 +47,7 @@ def _float32(nbytes: int):
     return np.full(nbytes // 4, 1.5, dtype=np.float32)
 
 
-def _array_producer(impl: Impl, endpoint, barrier, arr, n: int) -> float:
+def _array_producer(impl: Impl, endpoint, barrier, arr, n: int, ending: Ending) -> float:
     q = impl.attach(endpoint)
     try:
         put = impl.ops(q).put
@@ -46,16 +55,20 @@ def _array_producer(impl: Impl, endpoint, barrier, arr, n: int) -> float:
         t0 = time.perf_counter()
         for _ in range(n):
             put(arr)  # never modified: mp.Queue pickles it later, in its feeder thread
+        ending.wait_consumers()
         return t0
     finally:
         impl.detach(q)
 
 
-def _array_consumer(impl: Impl, endpoint, barrier, n: int, nbytes: int) -> tuple[int, float]:
+def _array_consumer(
+    impl: Impl, endpoint, barrier, n: int, nbytes: int, ending: Ending
+) -> tuple[int, float]:
     import numpy as np
 
     q = impl.attach(endpoint)
     try:
+        impl.bind_consumer(q)
         get = impl.ops(q).get
         barrier.wait(OP_TIMEOUT)
         first = get()
@@ -68,6 +81,7 @@ def _array_consumer(impl: Impl, endpoint, barrier, n: int, nbytes: int) -> tuple
             get()
         return n, time.perf_counter()
     finally:
+        ending.consumer_done()
         impl.detach(q)
 
 
@@ -76,11 +90,12 @@ def array_throughput(impl: Impl, cfg: Config, nbytes: int) -> float:
     arr = _float32(nbytes)
     n = cfg.array_items(nbytes)
     barrier = CTX.Barrier(3)
+    ending = Ending(1, 1)
     spec = ArraySpec(arr.dtype, arr.shape)
     with queues(impl, 1, ARRAY_CAPACITY[nbytes], nbytes + ARRAY_HEADROOM, spec) as (h,):
         specs = [
-            (_array_producer, (impl, h.endpoint, barrier, arr, n)),
-            (_array_consumer, (impl, h.endpoint, barrier, n, nbytes)),
+            (_array_producer, (impl, h.endpoint, barrier, arr, n, ending)),
+            (_array_consumer, (impl, h.endpoint, barrier, n, nbytes, ending)),
         ]
         with children(specs, barrier) as collect:
             wait_barrier(barrier)
@@ -90,12 +105,21 @@ def array_throughput(impl: Impl, cfg: Config, nbytes: int) -> float:
     return n * nbytes / (t1 - t0) / 1e9
 
 
+def _aligned_float32(nbytes: int):
+    """A float32 array of `nbytes` bytes whose data starts on a 64-byte boundary."""
+    import numpy as np
+
+    raw = np.empty(nbytes + ALIGN, np.uint8)
+    start = -raw.ctypes.data % ALIGN
+    return raw[start : start + nbytes].view(np.float32)
+
+
 def copyto_rate(cfg: Config, nbytes: int) -> float:
     """Reference: GB/s of in-process np.copyto of the same arrays, as many times."""
     import numpy as np
 
-    src = _float32(nbytes)
-    dst = np.empty_like(src)
+    src, dst = _aligned_float32(nbytes), _aligned_float32(nbytes)
+    src[:] = 1.5
     np.copyto(dst, src)  # fault the pages in first
     n = cfg.array_items(nbytes)
     t = time.perf_counter()
@@ -106,8 +130,8 @@ def copyto_rate(cfg: Config, nbytes: int) -> float:
 
 def _arrays_for(nbytes: int) -> Callable[[Impl], bool]:
     def wants(impl: Impl) -> bool:
-        return bool(impl.roles & {"base", "raw", "pair"}) or (
-            "typed" in impl.roles and nbytes == MIB
+        return bool(impl.roles & {"base", "raw"}) or (
+            "typed" in impl.roles and nbytes in TYPED_SIZES
         )
 
     return wants

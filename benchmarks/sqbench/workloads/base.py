@@ -43,11 +43,6 @@ def base(impl: Impl) -> bool:
     return "base" in impl.roles
 
 
-def base_pair(impl: Impl) -> bool:
-    """Latency workloads: one process on each side, so pyzmq too."""
-    return bool(impl.roles & {"base", "pair"})
-
-
 def base_sq(impl: Impl) -> bool:
     return "base" in impl.roles and impl.key == "sq"
 

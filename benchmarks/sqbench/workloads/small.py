@@ -8,9 +8,11 @@ clock starts.
    (after a barrier) to the last consumer's end.  Higher is better.
 2. ``batch_1x1`` -- the same with batches of 100: shared_queue uses
    ``put_batch``/``get_batch(100)``, faster-fifo ``put_many``/
-   ``get_many(max_messages_to_get=100)``.  ``multiprocessing.Queue`` has no
-   batch API, so it does single ``put``/``get`` here (see the footnote).
+   ``get_many(max_messages_to_get=100)``.  ``multiprocessing.Queue`` and pyzmq
+   have no batch API, so they do single ``put``/``get`` here (see the footnote).
 3. ``single_2x2`` -- two producers, two consumers, total items per second.
+   pyzmq: each consumer binds a PULL socket, each producer deals its items
+   round-robin over one PUSH socket per consumer (``impls/pyzmq.py`` says why).
 4. ``pingpong`` -- round trip over two queues between the parent and one
    child (``put`` request, child ``get`` + ``put`` reply, parent ``get``),
    payload a small int.  Median microseconds per round trip within a repeat.
@@ -19,9 +21,13 @@ clock starts.
    then puts ``time.perf_counter()``; the child computes ``now - sent``.
    Median microseconds.  Lower is better.
 
-A reference line gives a bare ``posix_ipc`` semaphore ping-pong between two
-processes (no queue, no pickling): a floor for any design that wakes the other
-side with a semaphore (``impls/posix_sem.py``).
+Consumers are ready to receive before the start barrier (``Impl.bind_consumer``: pyzmq
+binds its PULL socket there, and producers connect after the barrier).
+
+Reference lines give the floors of the two latency rows, measured with bare ``posix_ipc``
+semaphores between two processes (no queue, no pickling): a round-trip ping-pong, and a
+process blocked in ``sem_timedwait`` woken by a post after the same ~2 ms idle
+(``impls/posix_sem.py``). No design that wakes the other side with a semaphore beats them.
 
 The throughput, ping-pong and wake-up functions here are also the other sections' rows:
 ``aio.py`` passes an async consumer, ``safety.py`` other columns.
@@ -37,9 +43,9 @@ from typing import Any
 
 from ..common import CTX, OP_TIMEOUT, BenchError
 from ..impls.base import Impl
-from ..impls.posix_sem import sem_pingpong
-from ..procs import children, queues, wait_barrier
-from .base import Config, Workload, base_pair
+from ..impls.posix_sem import sem_pingpong, sem_wakeup
+from ..procs import Ending, children, queues, wait_barrier
+from .base import Config, Workload
 
 
 def make_item(i: int) -> dict:
@@ -49,7 +55,7 @@ def make_item(i: int) -> dict:
 # -- child bodies ------------------------------------------------------------------------------
 
 
-def _producer(impl: Impl, endpoint, barrier, items: list, batch: int) -> float:
+def _producer(impl: Impl, endpoint, barrier, items: list, batch: int, ending: Ending) -> float:
     q = impl.attach(endpoint)
     try:
         ops = impl.ops(q)
@@ -64,15 +70,17 @@ def _producer(impl: Impl, endpoint, barrier, items: list, batch: int) -> float:
             for x in items:
                 put(x)
         ops.put(None)  # one sentinel per producer
+        ending.wait_consumers()
         return t0
     finally:
         impl.detach(q)
 
 
-def _consumer(impl: Impl, endpoint, barrier, batch: int) -> tuple[int, float]:
+def _consumer(impl: Impl, endpoint, barrier, batch: int, ending: Ending) -> tuple[int, float]:
     """Consume until one sentinel is seen; return (count, end time)."""
     q = impl.attach(endpoint)
     try:
+        impl.bind_consumer(q)
         ops = impl.ops(q)
         barrier.wait(OP_TIMEOUT)
         count = 0
@@ -90,12 +98,14 @@ def _consumer(impl: Impl, endpoint, barrier, batch: int) -> tuple[int, float]:
                 count += 1
         return count, time.perf_counter()
     finally:
+        ending.consumer_done()
         impl.detach(q)
 
 
 def _echo(impl: Impl, ep_req, ep_resp, barrier, n: int) -> None:
     req, resp = impl.attach(ep_req), impl.attach(ep_resp)
     try:
+        impl.bind_consumer(req)
         get, put = impl.ops(req).get, impl.ops(resp).put
         barrier.wait(OP_TIMEOUT)
         for _ in range(n):
@@ -109,6 +119,7 @@ def _wake_consumer(impl: Impl, endpoint, barrier, n: int) -> list[float]:
     """n times: block in get(), then record now - the perf_counter() the item carries."""
     q = impl.attach(endpoint)
     try:
+        impl.bind_consumer(q)
         get = impl.ops(q).get
         barrier.wait(OP_TIMEOUT)
         out = []
@@ -139,9 +150,10 @@ def throughput(
         [make_item(p * per_producer + i) for i in range(per_producer)] for p in range(producers)
     ]
     barrier = CTX.Barrier(producers + consumers + 1)
-    with queues(impl, 1, cfg.capacity, cfg.item_size) as (h,):
-        specs = [(_producer, (impl, h.endpoint, barrier, chunk, batch)) for chunk in chunks]
-        specs += [(consumer, (impl, h.endpoint, barrier, batch))] * consumers
+    ending = Ending(producers, consumers)
+    with queues(impl, 1, cfg.capacity, cfg.item_size, peers=(producers, consumers)) as (h,):
+        specs = [(_producer, (impl, h.endpoint, barrier, chunk, batch, ending)) for chunk in chunks]
+        specs += [(consumer, (impl, h.endpoint, barrier, batch, ending))] * consumers
         with children(specs, barrier) as collect:
             wait_barrier(barrier)
             results = collect()
@@ -166,6 +178,7 @@ def pingpong(impl: Impl, cfg: Config) -> float:
         put, get = impl.ops(h_req.obj).put, impl.ops(h_resp.obj).get
         specs = [(_echo, (impl, h_req.endpoint, h_resp.endpoint, barrier, n))]
         with children(specs, barrier) as collect:
+            impl.bind_consumer(h_resp.obj)  # after the fork: the children get no sockets
             wait_barrier(barrier)
             samples = []
             for i in range(n):
@@ -210,9 +223,8 @@ ROWS = [
         "us",
         False,
         pingpong,
-        base_pair,
         floor=sem_pingpong,
     ),
-    Workload("wakeup", "wake-up latency, blocked get()", "us", False, wakeup, base_pair),
+    Workload("wakeup", "wake-up latency, blocked get()", "us", False, wakeup, floor=sem_wakeup),
 ]
 SECTION = [w.key for w in ROWS]
