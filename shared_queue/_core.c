@@ -477,6 +477,30 @@ static void copy_payload(Payloads *p, Py_ssize_t i, char *dst, int half) {
     }
 }
 
+/* -- results ---------------------------------------------------------------------------------- */
+/* A tuple of `first` (a new reference, or NULL for none) and n - 1 integers: cheaper than
+ * Py_BuildValue, which parses its format on every call (about 1k instructions a put+get). */
+static PyObject *result(PyObject *first, int n, Py_ssize_t a, Py_ssize_t b, Py_ssize_t c, Py_ssize_t d) {
+    Py_ssize_t v[4] = {a, b, c, d};
+    PyObject *t = PyTuple_New(n);
+    if (!t) {
+        Py_XDECREF(first);
+        return NULL;
+    }
+    int i = 0;
+    if (first) PyTuple_SET_ITEM(t, i++, first);
+    for (int j = 0; i < n; i++, j++) {
+        PyObject *x = PyLong_FromSsize_t(v[j]);
+        if (!x) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i, x);
+    }
+    return t;
+}
+#define INTS4(a, b, c, d) result(NULL, 4, (a), (b), (c), (d))
+
 /* -- the Ring type --------------------------------------------------------------------------- */
 static int ring_check(Ring *r) {
     if (!r->open) {
@@ -524,7 +548,7 @@ static PyObject *Ring_put_impl(Ring *r, PyObject *const *args, Py_ssize_t nargs)
     if (locked <= 0) {
         if (slots != local) PyMem_Free(slots);
         payloads_free(&p);
-        return locked < 0 ? NULL : Py_BuildValue("(nnni)", (Py_ssize_t)-1, tokens, (Py_ssize_t)0, 0);
+        return locked < 0 ? NULL : INTS4(-1, tokens, 0, 0);
     }
     uint64_t tail = rlx(P64(r, r->tail));
     Py_ssize_t used = (Py_ssize_t)(tail + rlx(P64(r, r->reserved)) - acq(P64(r, r->head)));
@@ -577,7 +601,7 @@ static PyObject *Ring_put_impl(Ring *r, PyObject *const *args, Py_ssize_t nargs)
     } else if (tokens > room) {
         tokens = room < 0 ? 0 : room; /* the rest were surplus */
     }
-    return Py_BuildValue("(nnni)", moved, tokens, room, on_room);
+    return INTS4(moved, tokens, room, on_room);
 }
 
 /* get(limit, want, tokens, waited_ns, lock_deadline) -> (items, tokens, left);
@@ -593,13 +617,14 @@ static PyObject *Ring_get_impl(Ring *r, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t had = tokens;
     int locked = begin(r, 1, want, &tokens, deadline);
     if (locked < 0) return NULL;
-    if (!locked) return Py_BuildValue("(Onn)", Py_None, tokens, (Py_ssize_t)0);
+    if (!locked) return result(Py_NewRef(Py_None), 3, tokens, 0, 0, 0);
     uint64_t head = rlx(P64(r, r->head));
     Py_ssize_t avail = (Py_ssize_t)(acq(P64(r, r->tail)) - head);
     Py_ssize_t k = avail < limit ? avail : limit;
     if (k < 1) {
         unlock(r, 1);
-        return Py_BuildValue("(Nnn)", PyList_New(0), (Py_ssize_t)0, (Py_ssize_t)0);
+        PyObject *none = PyList_New(0);
+        return none ? result(none, 3, 0, 0, 0, 0) : NULL;
     }
     /* The list is made after the unlock: making it may run the garbage collector, and so
      * finalizers (Python code) -- never under a lock. The copies' bytes objects cannot. */
@@ -651,7 +676,7 @@ static PyObject *Ring_get_impl(Ring *r, PyObject *const *args, Py_ssize_t nargs)
     }
     for (Py_ssize_t i = 0; i < k; i++) PyList_SET_ITEM(items, i, xs[i]);
     if (xs != xlocal) PyMem_Free(xs);
-    return Py_BuildValue("(Nnn)", items, (Py_ssize_t)0, avail - k);
+    return result(items, 3, 0, avail - k, 0, 0);
 fail:
     unlock(r, 1); /* nothing committed: the items stay */
     for (Py_ssize_t i = 0; i < made; i++) Py_DECREF(xs[i]);
@@ -674,7 +699,7 @@ static PyObject *Ring_claim_put_impl(Ring *r, PyObject *const *args, Py_ssize_t 
     if (PyErr_Occurred()) return NULL;
     int locked = begin(r, 0, 1, &tokens, deadline);
     if (locked < 0) return NULL;
-    if (!locked) return Py_BuildValue("(nnni)", (Py_ssize_t)-2, tokens, (Py_ssize_t)0, 0);
+    if (!locked) return INTS4(-2, tokens, 0, 0);
     Py_ssize_t used = (Py_ssize_t)(rlx(P64(r, r->tail)) + rlx(P64(r, r->reserved)) - acq(P64(r, r->head)));
     Py_ssize_t room = r->capacity - used, s = -1, off = -1;
     int on_room = 0;
@@ -697,7 +722,7 @@ static PyObject *Ring_claim_put_impl(Ring *r, PyObject *const *args, Py_ssize_t 
     unlock(r, 0);
     if (off >= 0) tokens = 0;
     else if (tokens > room) tokens = room < 0 ? 0 : room;
-    return Py_BuildValue("(nnni)", off, tokens, room, on_room);
+    return INTS4(off, tokens, room, on_room);
 }
 
 /* publish(off, size, ok, owner): end a put_view (producer lock): queue its item, or discard it
@@ -749,7 +774,7 @@ static PyObject *Ring_claim_get_impl(Ring *r, PyObject *const *args, Py_ssize_t 
     if (PyErr_Occurred()) return NULL;
     int locked = begin(r, 1, 1, &tokens, deadline);
     if (locked < 0) return NULL;
-    if (!locked) return Py_BuildValue("(nnnn)", (Py_ssize_t)-2, (Py_ssize_t)0, tokens, (Py_ssize_t)0);
+    if (!locked) return INTS4(-2, 0, tokens, 0);
     uint64_t head = rlx(P64(r, r->head));
     Py_ssize_t avail = (Py_ssize_t)(acq(P64(r, r->tail)) - head), off = -1, size = 0;
     if (avail >= 1) {
@@ -769,7 +794,7 @@ static PyObject *Ring_claim_get_impl(Ring *r, PyObject *const *args, Py_ssize_t 
     if (off >= 0) post(r->free, 1);
     if (off >= 0 || swept) wake_room(r);
     tokens = 0;
-    return Py_BuildValue("(nnnn)", off, size, tokens, avail);
+    return INTS4(off, size, tokens, avail);
 }
 
 /* release(off, pin, owner): give back a slot a view held (a get_view's READING slot, or a put_view's
