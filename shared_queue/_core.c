@@ -403,21 +403,29 @@ typedef struct {
     Py_ssize_t *len;    /* per part */
     Py_buffer *views;   /* per part; obj NULL for bytes */
     Py_ssize_t total;
+    /* The usual put (a few items of a part or two) needs no allocation: these hold it. */
+#define SMALL 4
+    Py_ssize_t sizes_[SMALL + 1], first_[SMALL + 1], len_[SMALL + 1];
+    const char *ptr_[SMALL + 1];
+    Py_buffer views_[SMALL + 1];
 } Payloads;
 
 static void payloads_free(Payloads *p) {
     if (p->views)
         for (Py_ssize_t i = 0; i < p->nparts; i++)
             if (p->views[i].obj) PyBuffer_Release(&p->views[i]);
-    PyMem_Free(p->sizes);
-    PyMem_Free(p->first);
-    PyMem_Free(p->ptr);
-    PyMem_Free(p->len);
-    PyMem_Free(p->views);
+    if (p->sizes != p->sizes_) PyMem_Free(p->sizes);
+    if (p->first != p->first_) PyMem_Free(p->first);
+    if (p->ptr != p->ptr_) PyMem_Free(p->ptr);
+    if (p->len != p->len_) PyMem_Free(p->len);
+    if (p->views != p->views_) PyMem_Free(p->views);
 }
 
 static int payloads_get(PyObject *list, Payloads *p) {
-    memset(p, 0, sizeof *p);
+    p->n = p->nparts = p->total = 0;
+    p->sizes = p->first = p->len = NULL;
+    p->ptr = NULL;
+    p->views = NULL;
     if (!PyList_Check(list)) {
         PyErr_SetString(PyExc_TypeError, "payloads must be a list");
         return -1;
@@ -428,11 +436,18 @@ static int payloads_get(PyObject *list, Payloads *p) {
         PyObject *x = PyList_GET_ITEM(list, i);
         parts += PyBytes_CheckExact(x) ? 1 : (PyTuple_Check(x) ? PyTuple_GET_SIZE(x) : 1);
     }
-    p->sizes = PyMem_Calloc(p->n + 1, sizeof *p->sizes);
-    p->first = PyMem_Calloc(p->n + 1, sizeof *p->first);
-    p->ptr = PyMem_Calloc(parts + 1, sizeof *p->ptr);
-    p->len = PyMem_Calloc(parts + 1, sizeof *p->len);
-    p->views = PyMem_Calloc(parts + 1, sizeof *p->views);
+    if (p->n <= SMALL && parts <= SMALL) {
+        p->sizes = p->sizes_, p->first = p->first_, p->ptr = p->ptr_, p->len = p->len_;
+        p->views = p->views_;
+        memset(p->sizes, 0, (size_t)(p->n + 1) * sizeof *p->sizes);
+        memset(p->views, 0, (size_t)(parts + 1) * sizeof *p->views);
+    } else {
+        p->sizes = PyMem_Calloc(p->n + 1, sizeof *p->sizes);
+        p->first = PyMem_Calloc(p->n + 1, sizeof *p->first);
+        p->ptr = PyMem_Calloc(parts + 1, sizeof *p->ptr);
+        p->len = PyMem_Calloc(parts + 1, sizeof *p->len);
+        p->views = PyMem_Calloc(parts + 1, sizeof *p->views);
+    }
     if (!p->sizes || !p->first || !p->ptr || !p->len || !p->views) {
         payloads_free(p);
         PyErr_NoMemory();
