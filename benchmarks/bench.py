@@ -6,10 +6,11 @@ Run from the repository root::
     python benchmarks/bench.py --quick          # fewer items, 3 repeats, < 90 s
     python benchmarks/bench.py --section arrays,async --quick
     python benchmarks/bench.py --repeats 7 --json out.json
-    python benchmarks/bench.py --impl mp,ff     # only some of sq,mp,ff,zmq
+    python benchmarks/bench.py --impl mp,ff     # only some of sq,mp,ff,zmq,nats
     python benchmarks/bench.py --workload pingpong,wakeup --no-ref
     python benchmarks/bench.py --variant KEY=A --variant KEY=B   # see impls/sharedqueue.py
     python benchmarks/bench.py --variant nosafety --section small
+    python benchmarks/bench.py --section nats   # NatsQueue vs plain nats-py vs shared memory
     python benchmarks/plot.py out.json          # PNG bar charts into docs/img/
 
 This file is only the entry point; the benchmark is the package ``sqbench/`` beside it

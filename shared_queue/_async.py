@@ -27,8 +27,9 @@ from typing import Any, cast
 import posix_ipc
 
 from . import _sync
+from ._base import _positive_int
 from ._errors import Empty, Full
-from ._queue import QueueCore, _positive_int
+from ._queue import QueueCore
 from ._serialize import Parts
 
 
@@ -259,7 +260,6 @@ class SharedMemoryQueue(QueueCore):
                     sem, self._recovery_interval, f"queue {self._label}: this handle is closed"
                 )
             return waiter
-
 
     def _stop_waiting(self) -> bool:
         # close(): fail this handle's waiting coroutines and stop its waiter threads; the

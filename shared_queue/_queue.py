@@ -13,77 +13,33 @@ import collections
 import contextlib
 import math
 import os
-import pickle
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, ClassVar, Final, TypeVar, cast
+from collections.abc import Callable, Iterator
+from typing import Any, Final, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from . import _layout as L
 from . import _metrics, _sync
+from ._base import QueueBase, _check_mode, _positive_int, _typed_slots
 from ._errors import Empty, Full
 from ._names import describe
 from ._segment import SEM_VALUE_MAX, Segment
-from ._serialize import Parts, PickleCodec, RawCodec, descriptor, payload_size
+from ._serialize import Parts, PickleCodec, RawCodec, descriptor
 
 DEFAULT_RECOVERY_INTERVAL = 1.0
 
 
-def _positive_int(what: str, value: Any, limit: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
-    if not 0 < value <= limit:
-        raise ValueError(f"{what} must be between 1 and {limit}, got {value}")
-    return value
+_C = TypeVar("_C", bound="QueueCore")
 
 
-def _typed_slots(
-    label: str, dtype: npt.DTypeLike | None, shape: tuple[int, ...] | int | None
-) -> tuple[np.dtype[Any], tuple[int, ...]] | None:
-    """Return the checked (dtype, shape) of typed slots, or None for untyped."""
-    if dtype is None and shape is None:
-        return None
-    if dtype is None or shape is None:
-        raise ValueError(f"typed queue {label} needs both dtype and shape")
-    dt = np.dtype(dtype)
-    dims = (shape,) if isinstance(shape, int) else tuple(shape)
-    if dt.subdtype is not None:  # ("f4", (2,)) items are float32 arrays with a longer shape
-        dt, sub = dt.subdtype
-        dims += sub
-    if dt.hasobject:
-        raise TypeError(f"typed queue {label} cannot hold dtype {dt} (it holds Python objects)")
-    if len(dims) > L.MAX_NDIM or not all(isinstance(d, int) and d >= 0 for d in dims):
-        raise ValueError(
-            f"typed queue {label}: shape {shape!r} must be at most {L.MAX_NDIM} non-negative ints"
-        )
-    return dt, dims
-
-
-def _check_mode(
-    label: str, seg: Segment, raw: bool, typed: tuple[np.dtype[Any], tuple[int, ...]] | None
-) -> None:
-    """Refuse an attach whose ``raw``/``dtype``/``shape`` contradict the queue's header."""
-    have = "pickle" if not seg.raw else "raw" if seg.dtype is None else "typed"
-    if typed is not None and (seg.dtype, seg.shape) != typed:
-        want = f"typed ({typed[0]} of shape {typed[1]})"
-        if have == "typed":
-            have = f"typed ({seg.dtype} of shape {seg.shape})"
-        raise ValueError(f"queue {label} is {have}, not {want}")
-    if raw and not seg.raw:
-        raise ValueError(f"queue {label} is pickle, not raw (attach without raw=True)")
-
-
-_Q = TypeVar("_Q", bound="QueueCore")
-
-
-def _reattach(cls: type[_Q], name: str, run_id: str, recovery_interval: float) -> _Q:
+def _reattach(cls: type[_C], name: str, run_id: str, recovery_interval: float) -> _C:
     return cls(name, run_id=run_id, recovery_interval=recovery_interval)
 
 
-class QueueCore:
+class QueueCore(QueueBase):
     """A FIFO queue of Python objects in shared memory, opened by name from any process.
 
     The synchronous queue; ``shared_queue.SharedMemoryQueue`` adds the asyncio methods.
@@ -114,9 +70,6 @@ class QueueCore:
         FileNotFoundError: ``create=False`` and the queue does not exist.
         IncompatibleQueueError: The name refers to a segment this version cannot read.
     """
-
-    Empty: ClassVar[type[Empty]] = Empty
-    Full: ClassVar[type[Full]] = Full
 
     def __init__(
         self,
@@ -158,7 +111,7 @@ class QueueCore:
         else:
             seg = Segment.attach(name, run_id, self._recovery_interval)
             try:
-                _check_mode(self._label, seg, raw, typed)
+                _check_mode(self._label, (seg.raw, seg.dtype, seg.shape), raw, typed)
             except BaseException:
                 seg.close()
                 raise
@@ -168,36 +121,9 @@ class QueueCore:
         self._codec: PickleCodec | RawCodec = (
             RawCodec(self._label, seg.dtype, seg.shape) if seg.raw else PickleCodec()
         )
-        # Payloads this handle took from the queue but has not returned yet: the items after
-        # one that failed to unpickle in a batch (see _decode).
-        self._pending: collections.deque[bytes] = collections.deque()
+        self._pending = collections.deque()
 
     # -- properties -------------------------------------------------------------------------
-    @property
-    def name(self) -> str:
-        """The queue's name."""
-        return self._name
-
-    @property
-    def run_id(self) -> str:
-        """The queue's namespace."""
-        return self._run_id
-
-    @property
-    def capacity(self) -> int:
-        """The number of slots."""
-        return self._capacity
-
-    @property
-    def item_size(self) -> int:
-        """The largest serialized item, in bytes, that fits in a slot."""
-        return self._item_size
-
-    @property
-    def raw(self) -> bool:
-        """Whether items travel as raw array bytes rather than pickles."""
-        return self._codec.raw
-
     @property
     def dtype(self) -> np.dtype[Any] | None:
         """The dtype of every item of a typed raw queue, else None."""
@@ -214,65 +140,6 @@ class QueueCore:
     def closed(self) -> bool:
         """Whether this handle was closed."""
         return self._seg is None
-
-    # -- put --------------------------------------------------------------------------------
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        """Put ``item`` at the tail, waiting for a free slot if ``block``.
-
-        Raises:
-            Full: No slot freed up within ``timeout`` (or at once if not ``block``).
-            ValueError: The serialized item is larger than item_size, or the handle is closed.
-            TypeError: The item cannot be pickled.
-        """
-        self._put([self._dumps(item)], block, timeout)
-
-    def put_nowait(self, item: Any) -> None:
-        """Put ``item`` if a slot is free now; otherwise raise Full."""
-        self.put(item, False)
-
-    def put_batch(
-        self, items: Iterable[Any], block: bool = True, timeout: float | None = None
-    ) -> None:
-        """Put all ``items`` in order, or none: wait for room for the whole batch.
-
-        Raises:
-            Full: Room for the whole batch did not free up in time; nothing was put.
-            ValueError: The batch is larger than the capacity, an item is too large, or the
-                handle is closed.
-            TypeError: An item cannot be pickled.
-        """
-        payloads = self._batch_payloads(items)
-        if payloads:
-            self._put(payloads, block, timeout)
-
-    # -- get --------------------------------------------------------------------------------
-    def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        """Remove and return the item at the head, waiting for one if ``block``.
-
-        Raises:
-            Empty: No item arrived within ``timeout`` (or at once if not ``block``).
-            pickle.UnpicklingError: The item could not be unpickled; it was consumed.
-            ValueError: The handle is closed.
-        """
-        payloads = self._take(1, block, timeout)
-        return self._decode(payloads)[0]
-
-    def get_nowait(self) -> Any:
-        """Remove and return an item if one is there now; otherwise raise Empty."""
-        return self.get(False)
-
-    def get_batch(
-        self, max_items: int, block: bool = True, timeout: float | None = None
-    ) -> list[Any]:
-        """Remove and return between 1 and ``max_items`` items, waiting for the first.
-
-        Raises:
-            Empty: No item arrived within ``timeout`` (or at once if not ``block``).
-            pickle.UnpicklingError: The first item could not be unpickled; it was consumed.
-            ValueError: ``max_items`` is not positive, or the handle is closed.
-        """
-        _positive_int("max_items", max_items, 2**63 - 1)
-        return self._decode(self._take(max_items, block, timeout))
 
     # -- zero-copy views (raw queues) -------------------------------------------------------
     @contextlib.contextmanager
@@ -444,12 +311,6 @@ class QueueCore:
         else:
             seg.unlink()
 
-    def __enter__(self: _Q) -> _Q:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
     def __reduce__(self) -> tuple[Callable[..., QueueCore], tuple[Any, ...]]:
         return _reattach, (type(self), self._name, self._run_id, self._recovery_interval)
 
@@ -467,64 +328,14 @@ class QueueCore:
             seg.close()
 
     # -- core -------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        self._segment()
+
     def _segment(self) -> Segment:
         seg = self._seg
         if seg is None:
             raise ValueError(f"queue {self._label}: this handle is closed")
         return seg
-
-    def _dumps(self, item: Any) -> bytes | Parts:
-        # Serialize and check the size before touching any semaphore or lock, so that a bad
-        # item never holds a slot.
-        codec = self._codec
-        if codec.raw:
-            data: bytes | Parts = codec.encode(item)  # raises its own TypeError/ValueError
-        else:
-            try:
-                data = codec.encode(item)
-            except Exception as exc:
-                raise TypeError(
-                    f"item of type {type(item).__name__} cannot be pickled for queue "
-                    f"{self._label}: {exc}"
-                ) from exc
-        size = payload_size(data)
-        if size > self._item_size:
-            raise ValueError(
-                f"item of {size} bytes exceeds item_size={self._item_size} of queue "
-                f"{self._label} (create it with a larger item_size)"
-            )
-        return data
-
-    def _batch_payloads(self, items: Iterable[Any]) -> list[bytes | Parts]:
-        self._segment()  # a closed handle raises even for an empty batch
-        payloads = [self._dumps(item) for item in items]
-        if len(payloads) > self._capacity:
-            raise ValueError(
-                f"batch of {len(payloads)} items exceeds capacity={self._capacity} of queue "
-                f"{self._label}"
-            )
-        return payloads
-
-    def _decode(self, payloads: list[Any]) -> list[Any]:
-        decode = self._codec.decode
-        items = []
-        for i, payload in enumerate(payloads):
-            try:
-                items.append(decode(payload))
-            except Exception as exc:
-                # The failed item is consumed; the ones behind it stay with this handle and
-                # come out of its next gets.
-                self._pending.extendleft(reversed(payloads[i + 1 :]))
-                if items:
-                    self._pending.appendleft(payload)  # raise on the next get, in order
-                    return items
-                if self._codec.raw:
-                    raise  # RawCodec's ValueError names the queue, the item and the fault
-                raise pickle.UnpicklingError(
-                    f"item of {len(payload)} bytes from queue {self._label} could not be "
-                    f"unpickled: {exc!r}"
-                ) from exc
-        return items
 
     def _put(
         self,
@@ -647,9 +458,7 @@ class QueueCore:
                 # process holds a ring entry: reclaim under both locks, then look again.
                 # The pool short (on_room 2) is rare: views beyond the spare slots, or slots
                 # of processes that died holding them, which this reclaims at once.
-                if put and (on_room == 2 or recover) and ring.catch_up(
-                    True, lock_deadline
-                ) > 0:
+                if put and (on_room == 2 or recover) and ring.catch_up(True, lock_deadline) > 0:
                     continue
                 if on_room:
                     # It waits for `room`, holding no counts: single puts may use that room

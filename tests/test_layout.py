@@ -230,8 +230,11 @@ def test_geometry_error_accepts_what_geometry_makes() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("slot_size", 64,
-         r"^slot_size=64 \(capacity=5, item_size=300, spare_slots=2 make it 384\)$"),
+        (
+            "slot_size",
+            64,
+            r"^slot_size=64 \(capacity=5, item_size=300, spare_slots=2 make it 384\)$",
+        ),
         ("slots_offset", 4096, r"^slots_offset=4096 .* make it 4160\)$"),
         ("ring_offset", 0, r"^ring_offset=0 .* make it 4096\)$"),
         ("capacity", 0, r"^capacity=0, item_size=300, spare_slots=2 out of range$"),

@@ -4,10 +4,13 @@ The code behind ``benchmarks/bench.py``, which only calls ``cli.main``.  A walk 
 
 - ``cli.py`` -- the command line: which sections, workloads and implementations to run.
 - ``impls/`` -- one module per implementation compared (shared_queue in its modes,
-  ``multiprocessing.Queue``, faster-fifo, pyzmq), the unsafe-mutex baseline and the bare
-  posix_ipc semaphore floor; all behind one small adapter, ``impls/base.py``.
+  ``multiprocessing.Queue``, faster-fifo, pyzmq, the NATS backend ``NatsQueue``), the
+  unsafe-mutex baseline, the bare posix_ipc semaphore floor and the plain nats-py floor; all
+  behind one small adapter, ``impls/base.py``.
 - ``workloads/`` -- one module per section of the report (small dicts, arrays, async,
-  safety): what each row measures and which columns it has.
+  safety, nats): what each row measures and which columns it has.
+- ``natsserver.py`` -- the run's own ``nats-server`` on loopback for the nats section (the
+  section is skipped when the binary is missing).
 - ``procs.py`` -- forked children with a start barrier; every wait bounded.
 - ``harness.py`` -- every implementation in one run, interleaved repeats, medians.
 - ``report.py`` -- the markdown tables and the JSON (whose keys ``plot.py`` and

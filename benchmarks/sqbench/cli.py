@@ -108,6 +108,18 @@ def main(argv: list[str] | None = None) -> int:
         else:
             impls.append(impl)
 
+    for section, keys in list(sec_keys.items()):  # rows whose backend is missing (no NATS)
+        lost = [k for k in keys if WL_BY_KEY[k].needs and not any(
+            i.key == WL_BY_KEY[k].needs for i in impls)]  # fmt: skip
+        if lost:
+            print(f"note: skipped {', '.join(lost)} (no {WL_BY_KEY[lost[0]].needs} "
+                  "implementation available)", file=sys.stderr)  # fmt: skip
+            sec_keys[section] = [k for k in keys if k not in lost]
+    sec_keys = _non_empty(sec_keys)
+    workloads = [w for w in workloads if any(w.key in ks for ks in sec_keys.values())]
+    if not workloads:
+        raise SystemExit("no workload left to run (see the notes above)")
+
     versions: dict[str, str] = {}  # one entry per library; taken before the tree may change
     for impl in impls:
         base_label = impl.label.split("[")[0]

@@ -21,9 +21,11 @@ from .impls.base import Impl
 from .impls.fasterfifo import FasterFifoImpl
 from .impls.mpqueue import MpQueueImpl
 from .impls.pyzmq import ZmqImpl
+from .targets import NATS_TARGETS
 from .targets import evaluate as evaluate_targets
 from .targets import render as render_targets
 from .workloads import WL_BY_KEY, Config, Workload
+from .workloads import nats as nats_rows
 from .workloads.aio import ASYNC_PAIRS
 from .workloads.arrays import ARRAY_CAPACITY, ARRAY_HEADROOM, ARRAY_SIZES, COPYTO
 from .workloads.base import size_label
@@ -65,6 +67,10 @@ class Run:
     @property
     def targets(self) -> list[dict[str, Any]]:
         return evaluate_targets(self.measured)
+
+    @property
+    def nats_targets(self) -> list[dict[str, Any]]:
+        return evaluate_targets(self.measured, NATS_TARGETS)
 
 
 def fmt(value: float | None, unit: str) -> str:
@@ -209,8 +215,14 @@ def print_markdown(run: Run) -> None:
             )
             + f"; item_size = array bytes + {ARRAY_HEADROOM}; GB = 1e9 bytes"
         )
+    if "nats" in sec_keys:
+        print(f"- {nats_rows.describe(cfg)}")
     for section, keys in sec_keys.items():
         print(f"\n## {section}\n")
+        if section == "nats":
+            print(nats_rows.render(keys, results, fmt_cell, ratio))
+            print(f"\n{nats_rows.NOTES}")
+            continue
         print(render(section, keys, results, run.columns))
         for key in keys:
             floor = run.measured.floors.get(key)
@@ -274,6 +286,18 @@ def print_markdown(run: Run) -> None:
             "safety: the cost). Repeats met: repeats (paired by index) whose own ratio meets "
             "the target."
         )
+    nats_targets = run.nats_targets
+    if nats_targets:
+        print("\n## NATS targets\n")
+        print(render_targets(nats_targets, mine="NatsQueue"))
+        for floor in dict.fromkeys(t["against"] for t in nats_targets):
+            mine = [t for t in nats_targets if t["against"] == floor]
+            met = sum(1 for t in mine if t["met"])
+            print(f"\n{met} of {len(mine)} met against {floor}.", end="")
+        print(
+            " Ratio: NatsQueue / the floor of the medians; the issue's targets are the ones "
+            "against nats-py (acks confirmed)."
+        )
     for wl in run.workloads:
         for label, cell in results[wl.key].items():
             for err in dict.fromkeys(cell.errors):
@@ -316,4 +340,5 @@ def json_payload(run: Run) -> dict[str, Any]:
             for key in run.sections.get("safety", [])
         },
         "targets": run.targets,
+        "nats_targets": run.nats_targets,
     }

@@ -8,6 +8,9 @@
 - ``nosafety.py``: the unsafe-mutex baseline for the safety section (shared_queue whose
   segments get plain, non-robust process-shared mutexes: a benchmark-only switch).
 - ``posix_sem.py``: bare posix_ipc semaphores, the floors under the latency rows (no queue).
+- ``nats.py``: ``NatsQueue``, the NATS JetStream backend (``--impl nats``, with the next).
+- ``natspy.py``: plain nats-py JetStream, the floor of the nats section (its own bodies), and
+  two variants of it (unconfirmed acks; the README loop).
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from __future__ import annotations
 from .base import Impl
 from .fasterfifo import FasterFifoImpl
 from .mpqueue import MpQueueImpl
+from .nats import NatsQueueImpl
+from .natspy import NatsPyImpl
 from .pyzmq import ZmqImpl
 from .sharedqueue import SharedQueueImpl
 
-IMPL_KEYS = ("sq", "mp", "ff", "zmq")  # --impl names, in column order
+IMPL_KEYS = ("sq", "mp", "ff", "zmq", "nats")  # --impl names, in column order
 
 
 def build_impls(keys: list[str], variants: list[dict]) -> list[Impl]:
@@ -43,6 +48,9 @@ def build_impls(keys: list[str], variants: list[dict]) -> list[Impl]:
             impls.append(FasterFifoImpl())
         elif key == "zmq":
             impls.append(ZmqImpl())
+        elif key == "nats":
+            impls += [NatsPyImpl(v) for v in ("", "ack", "seq")]
+            impls.append(NatsQueueImpl())
         else:
             raise SystemExit(f"unknown --impl {key!r} (choose from {', '.join(IMPL_KEYS)})")
     unique: dict[str, Impl] = {}

@@ -23,6 +23,10 @@ class Config:
     batch: int = 100
     array_bytes: int = 640 * MIB  # array data per arrays run
     array_min_items: int = 8
+    # The nats section (workloads/nats.py): a loopback nats-server moves ~1-10k items/s here.
+    nats_items: int = 10_000  # small dicts per batch-row run
+    nats_rounds: int = 300  # round trips per round-trip run
+    nats_array_bytes: int = 256 * MIB  # array data per arrays-row run
 
     @classmethod
     def quick(cls) -> Config:
@@ -32,6 +36,9 @@ class Config:
             wake_samples=60,
             warmup=10,
             array_bytes=64 * MIB,
+            nats_items=2_000,
+            nats_rounds=100,
+            nats_array_bytes=32 * MIB,
         )
 
     def array_items(self, nbytes: int) -> int:
@@ -65,6 +72,9 @@ class Workload:
     # A bare-mechanism floor (no queue) measured beside the row in every repeat and reported
     # under the table; skipped with --no-ref.
     floor: Callable[[Config], float] | None = None
+    # The Impl.key the row exists for: without an available implementation of that key the
+    # row is skipped, with a note (the nats rows without nats-server).
+    needs: str = ""
 
 
 def size_label(nbytes: int) -> str:

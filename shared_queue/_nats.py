@@ -1,0 +1,928 @@
+"""NatsQueue: the queue's API over a NATS JetStream stream, for workers on several hosts.
+
+One queue is one work-queue stream (``retention=workqueue``, ``max_msgs=capacity``,
+``discard=new``) with one durable pull consumer that every handle shares. A put publishes
+with a ``Nats-Msg-Id`` and waits for the stream's acknowledgement; a batch is one atomic
+batch publish (all or none); a get pulls, acknowledges and only then returns. A put that found
+the stream full waits on the room subject, where every get posts after its ack, and retries
+each ``ROOM_RETRY`` seconds as a safety net. docs/beyond-one-host.md states the semantics.
+
+The sync and async methods run the same coroutines (``_Io``): the sync ones on the process's
+NATS loop thread (``_natsio``), the async ones on the caller's loop, each over a connection of
+that loop. Items are encoded and decoded in the caller's thread, as ``_base.QueueBase`` does
+for both backends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _metrics, _natsio
+from ._base import QueueBase, _check_mode, _positive_int, _typed_slots
+from ._errors import Empty, Full, IncompatibleQueueError
+from ._names import base_name, describe
+from ._serialize import Parts, PickleCodec, RawCodec, descriptor, dtype_from_bytes, dtype_to_bytes
+
+log = logging.getLogger("shared_queue.nats")
+
+FORMAT = "1"  # the metadata version of a shared_queue stream
+CONSUMER = "workers"  # the durable pull consumer every handle of a queue shares
+HEADER_ROOM = 512  # bytes of a message that headers may take beside an item_size payload
+MAX_BATCH = 1000  # the server's limit on one atomic batch publish
+ROOM_RETRY = 1.0  # a blocked put retries this often even without a room signal (seconds)
+LINGER = 2.0  # the longest one pull request waits on the server (seconds)
+GRACE = 0.5  # the least time a request waits for its answer (seconds)
+DEFAULTS: dict[str, float] = {"connect_timeout": 5.0, "io_timeout": 15.0, "ack_wait": 30.0}
+
+# JetStream API error codes this module acts on.
+_MAX_MSGS = 10077  # "maximum messages exceeded": the stream is full
+_MSG_SIZE = 10054  # "message size exceeds maximum allowed"
+_BATCH_DUP = 10201  # "atomic publish batch contains duplicate message id": stored already
+_IN_USE = 10058  # "stream name already in use with a different configuration"
+_NOT_FOUND = 10059  # "stream not found"
+
+
+def stream_name(name: str, run_id: str) -> str:
+    """Return the stream of queue ``name`` in namespace ``run_id``; the name rules of
+    ``_names.base_name`` apply, and every other character is escaped, so distinct queues
+    get distinct streams."""
+    base = base_name(name, run_id)
+    out = "".join(
+        c if c.isascii() and (c.isalnum() or c == "-") else "".join(f"_{b:02x}" for b in c.encode())
+        for c in base
+    )
+    if len(out) > 200:
+        out = out[:175] + "-" + hashlib.sha256(out.encode()).hexdigest()[:24]
+    return out
+
+
+class _NoAnswer(Exception):
+    """The server did not answer a request in time (a fail-over, or the server is gone), or
+    nothing serves the subject (``no_responders``: a fail-over, or the stream was deleted)."""
+
+    def __init__(self, no_responders: bool = False) -> None:
+        super().__init__()
+        self.no_responders = no_responders
+
+
+class _ApiError(Exception):
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(f"{error.get('description', 'error')} (err_code {error.get('err_code')})")
+        self.code = error.get("err_code")
+
+
+def _reattach(url: str, name: str, run_id: str, options: dict[str, Any]) -> NatsQueue:
+    return NatsQueue(url, name, run_id=run_id, **options)
+
+
+class NatsQueue(QueueBase):
+    """A FIFO queue of Python objects or arrays in a NATS JetStream stream, opened by name.
+
+    The same API and rules as ``SharedMemoryQueue`` (except the zero-copy views), for
+    processes on any host that reaches the servers. Get one with
+    ``shared_queue.connect("nats://host:4222", name, ...)``.
+
+    Args:
+        url: ``nats://[user:password@]host:port[,host:port...][?replicas=3]``, the servers
+            of one cluster (``tls://`` for TLS).
+        name: The queue's name; handles with the same name and run_id share it.
+        create: Create the queue's stream (FileExistsError if it exists); otherwise attach
+            (FileNotFoundError if it does not exist).
+        capacity: Most items the stream holds, used only when creating.
+        item_size: Largest serialized item in bytes, used only when creating; it must fit
+            the server's ``max_payload`` with room for headers.
+        run_id: Namespace for the name.
+        raw: Create a raw queue (as for ``SharedMemoryQueue``).
+        dtype: With ``shape``, create a typed raw queue (as for ``SharedMemoryQueue``).
+        shape: The shape of a typed raw queue's items.
+        replicas: The stream's replication factor (1, or 3 in a 3-node cluster).
+        connect_timeout: Seconds to wait for a server when connecting.
+        io_timeout: Seconds a call waits for an unanswering server before ConnectionError.
+        ack_wait: Seconds after which an item taken by a consumer that died before its ack
+            is delivered again, used only when creating.
+        **options: Passed to ``nats.connect`` (e.g. ``tls=ssl_context``, ``user_credentials``).
+
+    Raises:
+        ValueError: A bad URL, name, capacity or item_size, or an item_size the server
+            cannot carry (the message names both numbers).
+        FileExistsError, FileNotFoundError: As for ``SharedMemoryQueue``.
+        ConnectionError: No server answered, or the server has no JetStream.
+        IncompatibleQueueError: The stream exists but is not a shared_queue queue.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        create: bool = False,
+        capacity: int = 1000,
+        item_size: int = 4096,
+        run_id: str = "",
+        *,
+        raw: bool = False,
+        dtype: npt.DTypeLike | None = None,
+        shape: tuple[int, ...] | int | None = None,
+        replicas: int | None = None,
+        connect_timeout: float | None = None,
+        io_timeout: float | None = None,
+        ack_wait: float | None = None,
+        **options: Any,
+    ) -> None:
+        address = _natsio.parse_url(url)
+        given = {"replicas": replicas, "connect_timeout": connect_timeout,
+                 "io_timeout": io_timeout, "ack_wait": ack_wait}  # fmt: skip
+        settings: dict[str, Any] = {**DEFAULTS, "replicas": 1, **dict(address.options)}
+        settings.update({k: v for k, v in given.items() if v is not None})
+        for key in ("connect_timeout", "io_timeout", "ack_wait"):
+            if not 0 < settings[key] <= 3600:  # NaN fails too
+                raise ValueError(f"{key} must be positive and at most 3600 s, got {settings[key]}")
+        _positive_int("replicas", settings["replicas"], 5)
+        self._url = url
+        self._address = address
+        self._name = name
+        self._run_id = run_id
+        self._stream = stream_name(name, run_id)
+        self._label = f"{describe(name, run_id)} at {address.display}"
+        self._settings = settings
+        self._options = options
+        self._io_timeout: float = settings["io_timeout"]
+        self._subject = f"sq.{self._stream}"
+        self._room_subject = f"sqroom.{self._stream}"
+        self._pending = collections.deque()
+        typed = _typed_slots(self._label, dtype, shape)
+        if create:
+            _positive_int("capacity", capacity, 2**31 - 1)
+            if typed is not None:
+                item_size = len(descriptor(*typed)) + typed[0].itemsize * int(np.prod(typed[1]))
+            raw = raw or typed is not None
+            _positive_int("item_size", item_size, 2**31 - 1)
+        self._closed = False
+        self._pid = os.getpid()
+        self._io: _Io | None = None  # on the NATS loop, for the sync methods
+        self._loop_ios: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Io]
+        self._loop_ios = weakref.WeakKeyDictionary()  # for the async methods, per caller's loop
+        meta = _natsio.run(self._open(create, capacity, item_size, raw, typed))
+        self._capacity = int(meta["capacity"])
+        self._item_size = int(meta["item_size"])
+        self._dtype = (
+            dtype_from_bytes(base64.b64decode(meta["dtype"])) if meta.get("dtype") else None
+        )
+        self._shape = tuple(json.loads(meta["shape"])) if meta.get("shape") else None
+        is_raw = meta.get("raw") == "1"
+        if not create:
+            try:
+                _check_mode(self._label, (is_raw, self._dtype, self._shape), raw, typed)
+            except BaseException:
+                self.close()
+                raise
+        self._codec = RawCodec(self._label, self._dtype, self._shape) if is_raw else PickleCodec()
+
+    # -- opening ----------------------------------------------------------------------------
+    async def _open(
+        self,
+        create: bool,
+        capacity: int,
+        item_size: int,
+        raw: bool,
+        typed: tuple[np.dtype[Any], tuple[int, ...]] | None,
+    ) -> dict[str, str]:
+        nc = await _natsio.acquire(self._address, self._settings["connect_timeout"], self._options)
+        try:
+            if create:
+                meta = await self._create(nc, capacity, item_size, raw, typed)
+            else:
+                meta = await self._attach(nc)
+            io = _Io(self, nc)
+            await io.start()
+            self._io = io
+            return meta
+        except BaseException:
+            await _natsio.release(nc, self._settings["connect_timeout"])
+            raise
+
+    async def _aio(self) -> _Io:
+        """This handle's traffic on the running loop (made on its first async call there)."""
+        self._live()
+        loop = asyncio.get_running_loop()
+        io = self._loop_ios.get(loop)
+        if io is None:
+            nc = await _natsio.acquire(
+                self._address, self._settings["connect_timeout"], self._options
+            )
+            io = _Io(self, nc)
+            try:
+                await io.start()
+            except BaseException:
+                await _natsio.release(nc, self._settings["connect_timeout"])
+                raise
+            self._loop_ios[loop] = io
+        return io
+
+    async def _api(
+        self, nc: Any, subject: str, body: Any = None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        payload = b"" if body is None else json.dumps(body).encode()
+        timeout = self._io_timeout if timeout is None else timeout
+        try:
+            msg = await nc.request(f"$JS.API.{subject}", payload, timeout=timeout)
+        except _natsio.NoRespondersError:
+            raise ConnectionError(
+                f"queue {self._label}: the server has no JetStream (start nats-server with -js)"
+            ) from None
+        except _natsio.TIMEOUTS:
+            raise ConnectionError(
+                f"queue {self._label}: JetStream did not answer within {timeout} s"
+            ) from None
+        reply: dict[str, Any] = json.loads(msg.data)
+        return reply
+
+    async def _create(
+        self,
+        nc: Any,
+        capacity: int,
+        item_size: int,
+        raw: bool,
+        typed: tuple[np.dtype[Any], tuple[int, ...]] | None,
+    ) -> dict[str, str]:
+        version = str(getattr(nc, "_server_info", {}).get("version", "0"))
+        if tuple(int(x) for x in version.split("-")[0].split(".")[:2]) < (2, 12):
+            raise ValueError(
+                f"queue {self._label} needs nats-server 2.12 or newer (atomic batch publish); "
+                f"the server is {version}"
+            )
+        limit = nc.max_payload
+        if item_size + HEADER_ROOM > limit:
+            raise ValueError(
+                f"item_size={item_size} of queue {self._label} plus {HEADER_ROOM} bytes of "
+                f"headers exceeds the server's max_payload={limit}; raise max_payload in the "
+                "server's configuration or choose a smaller item_size"
+            )
+        meta = {
+            "shared_queue.format": FORMAT,
+            "shared_queue.name": self._name,
+            "shared_queue.run_id": self._run_id,
+            "shared_queue.capacity": str(capacity),
+            "shared_queue.item_size": str(item_size),
+            "shared_queue.raw": "1" if raw else "0",
+            "shared_queue.nonce": uuid.uuid4().hex,
+        }
+        if typed is not None:
+            meta["shared_queue.dtype"] = base64.b64encode(dtype_to_bytes(typed[0])).decode()
+            meta["shared_queue.shape"] = json.dumps(list(typed[1]))
+        config = {
+            "name": self._stream,
+            "subjects": [self._subject],
+            "retention": "workqueue",
+            "max_msgs": capacity,
+            "discard": "new",
+            "storage": "file",
+            "num_replicas": self._settings["replicas"],
+            "max_msg_size": item_size + HEADER_ROOM,
+            "allow_atomic": True,
+            "duplicate_window": 120_000_000_000,
+            "description": f"shared_queue {describe(self._name, self._run_id)}",
+            "metadata": meta,
+        }
+        reply = await self._api(nc, f"STREAM.CREATE.{self._stream}", config)
+        error = reply.get("error")
+        if (error and error.get("err_code") == _IN_USE) or (
+            not error and reply["config"].get("metadata", {}).get("shared_queue.nonce") != meta[
+                "shared_queue.nonce"]
+        ):  # fmt: skip
+            raise FileExistsError(
+                f"queue {self._label} exists (stream {self._stream}); attach with create=False "
+                "or remove it with unlink()"
+            )
+        if error:
+            raise ValueError(f"queue {self._label}: the server refused the stream: "
+                             f"{_ApiError(error)}")  # fmt: skip
+        consumer = {
+            "stream_name": self._stream,
+            "config": {
+                "durable_name": CONSUMER,
+                "ack_policy": "explicit",
+                "ack_wait": int(self._settings["ack_wait"] * 1e9),
+                "max_ack_pending": -1,
+                "max_waiting": 4096,
+                "deliver_policy": "all",
+            },
+        }
+        reply = await self._api(nc, f"CONSUMER.CREATE.{self._stream}.{CONSUMER}", consumer)
+        if reply.get("error"):
+            await self._api(nc, f"STREAM.DELETE.{self._stream}")
+            raise ValueError(f"queue {self._label}: the server refused the consumer: "
+                             f"{_ApiError(reply['error'])}")  # fmt: skip
+        return _unprefix(meta)
+
+    async def _attach(self, nc: Any) -> dict[str, str]:
+        reply = await self._api(nc, f"STREAM.INFO.{self._stream}")
+        error = reply.get("error")
+        if error and error.get("err_code") == _NOT_FOUND:
+            raise FileNotFoundError(f"queue {self._label} does not exist (no stream "
+                                    f"{self._stream}); create it with create=True")  # fmt: skip
+        if error:
+            raise ConnectionError(f"queue {self._label}: {_ApiError(error)}")
+        meta = _unprefix(reply["config"].get("metadata") or {})
+        if meta.get("format") != FORMAT:
+            raise IncompatibleQueueError(
+                f"stream {self._stream} at {self._address.display} is not a queue of this "
+                f"shared_queue version (format {meta.get('format')!r}, expected {FORMAT})"
+            )
+        return meta
+
+    # -- the backend's transfer -------------------------------------------------------------
+    def _check_open(self) -> None:
+        self._live()
+
+    def _batch_limit(self) -> tuple[int, str]:
+        if self._capacity <= MAX_BATCH:
+            return self._capacity, "capacity"
+        return MAX_BATCH, "the server's atomic batch limit"
+
+    def _live(self) -> _Io:
+        io = self._io
+        if self._closed or io is None:
+            raise ValueError(f"queue {self._label}: this handle is closed")
+        if self._pid != os.getpid():  # inherited by fork: this process needs its own
+            self._reopen()
+            io = self._io
+            assert io is not None
+        return io
+
+    def _reopen(self) -> None:
+        self._pid = os.getpid()
+        self._io = None
+        self._loop_ios = weakref.WeakKeyDictionary()
+        _natsio.run(self._open(False, 0, 0, False, None))
+
+    def _put(self, payloads: list[bytes | Parts], block: bool, timeout: float | None) -> None:
+        io = self._live()
+        _natsio.run(io.put([_flat(p) for p in payloads], block, _deadline(timeout, block)))
+
+    def _take(self, max_items: int, block: bool, timeout: float | None) -> list[Any]:
+        io = self._live()
+        if self._pending:
+            return [self._pending.popleft() for _ in range(min(max_items, len(self._pending)))]
+        return self._payloads(_natsio.run(io.take(max_items, block, _deadline(timeout, block))))
+
+    def _payloads(self, datas: list[bytes]) -> list[Any]:
+        # The codecs build arrays on the buffer they get (raw items, and pickles framed with
+        # out-of-band buffers, which start with a 0 byte): give them one they may keep and
+        # write, as the shared-memory core does.
+        if self._codec.raw:
+            return [bytearray(d) for d in datas]
+        return [bytearray(d) if d[:1] == b"\0" else d for d in datas]
+
+    # -- async ------------------------------------------------------------------------------
+    async def put_async(self, item: Any, timeout: float | None = None) -> None:
+        """Put ``item``, waiting for room without blocking the event loop.
+
+        A cancelled call may still have put its item (the server's answer was in flight).
+
+        Raises:
+            Full: No room freed up within ``timeout``.
+            ValueError, TypeError: As for ``put``.
+        """
+        payload = _flat(self._dumps(item))
+        await (await self._aio()).put([payload], True, _deadline(timeout, True))
+
+    async def put_batch_async(self, items: Iterable[Any], timeout: float | None = None) -> None:
+        """Put all ``items`` or none, waiting for room without blocking the event loop.
+
+        Raises:
+            Full: Room for the whole batch did not free up within ``timeout``.
+            ValueError, TypeError: As for ``put_batch``.
+        """
+        payloads = self._batch_payloads(items)
+        if payloads:
+            datas = [_flat(p) for p in payloads]
+            await (await self._aio()).put(datas, True, _deadline(timeout, True))
+
+    async def get_async(self, timeout: float | None = None) -> Any:
+        """Remove and return the item at the head, waiting without blocking the event loop.
+
+        A cancelled call leaves its item in the queue (it is handed back to the server).
+
+        Raises:
+            Empty: No item arrived within ``timeout``.
+            ValueError: The handle is closed.
+        """
+        return (await self.get_batch_async(1, timeout))[0]
+
+    async def get_batch_async(self, max_items: int, timeout: float | None = None) -> list[Any]:
+        """Remove and return 1 to ``max_items`` items, waiting for the first without blocking.
+
+        Raises:
+            Empty: No item arrived within ``timeout``.
+            ValueError: ``max_items`` is not positive, or the handle is closed.
+        """
+        _positive_int("max_items", max_items, 2**63 - 1)
+        io = await self._aio()
+        if self._pending:
+            return self._decode(self._take(max_items, False, None))
+        datas = await io.take(max_items, True, _deadline(timeout, True))
+        return self._decode(self._payloads(datas))
+
+    # -- state ------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """The servers this handle talks to, without credentials."""
+        return self._address.display
+
+    @property
+    def dtype(self) -> np.dtype[Any] | None:
+        """The dtype of every item of a typed raw queue, else None."""
+        return self._dtype
+
+    @property
+    def shape(self) -> tuple[int, ...] | None:
+        """The shape of every item of a typed raw queue, else None."""
+        return self._shape
+
+    @property
+    def closed(self) -> bool:
+        """Whether this handle was closed."""
+        return self._closed
+
+    def qsize(self) -> int:
+        """Return the number of items a get can take (approximate while others operate)."""
+        return int(self._state()["queue_size"])
+
+    def empty(self) -> bool:
+        """Return whether a get_nowait would find no item (approximate while others operate)."""
+        return self.qsize() == 0
+
+    def full(self) -> bool:
+        """Return whether a put_nowait would find no room (approximate while others operate)."""
+        return bool(self._state()["stored"] >= self._capacity)
+
+    def get_metrics(self) -> dict[str, Any]:
+        """Return a snapshot of the queue's size and counters, keyed as for shared memory.
+
+        The server keeps no byte counts, high-water mark or wait statistics for a stream:
+        those keys are None (docs/beyond-one-host.md).
+        """
+        state = self._state()
+        size = state["queue_size"]
+        record: dict[str, Any] = dict.fromkeys(_metrics.KEYS)
+        record.update(
+            queue_size=size,
+            queue_capacity=self._capacity,
+            queue_utilization_percent=100.0 * size / self._capacity,
+            queue_item_size_bytes=self._item_size,
+            spare_slots=0,
+            total_puts=state["puts"],
+            total_gets=state["puts"] - state["stored"],
+        )
+        return record
+
+    def _state(self) -> dict[str, int]:
+        io = self._live()
+        return _natsio.run(io.state())
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release this handle and its share of the connection; the queue lives on.
+
+        Calls waiting on this handle (in other threads, or coroutines) raise ValueError.
+        Idempotent; it returns within seconds even when the server is gone.
+        """
+        self._close(wait=True)
+
+    def _close(self, wait: bool) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        io, self._io = self._io, None
+        loop_ios, self._loop_ios = dict(self._loop_ios), weakref.WeakKeyDictionary()
+        if self._pid != os.getpid():
+            return  # the connections are the parent's
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        for loop, lio in loop_ios.items():
+            if loop.is_closed():
+                continue  # its connection ended with it
+            if loop is running:  # close() called from a coroutine: finish in the background
+                self._closing = loop.create_task(lio.stop())
+            else:
+                with contextlib.suppress(RuntimeError):
+                    asyncio.run_coroutine_threadsafe(lio.stop(), loop)
+        if io is None:
+            return
+        if not wait or _natsio.on_loop_thread():
+            _natsio.submit(io.stop())
+            return
+        try:
+            _natsio.run(io.stop())
+        except (ConnectionError, RuntimeError) as exc:  # pragma: no cover - best effort
+            log.info("queue %s: close: %s", self._label, exc)
+
+    def unlink(self) -> None:
+        """Delete the queue's stream and every item in it, once across all handles.
+
+        Raises:
+            FileNotFoundError: The queue was already unlinked.
+        """
+        if self._closed or self._pid != os.getpid():
+            with NatsQueue(self._url, self._name, run_id=self._run_id, **self._init_options()) as q:
+                q.unlink()
+            return
+        io = self._live()
+        reply = _natsio.run(self._api(io.nc, f"STREAM.DELETE.{self._stream}"))
+        error = reply.get("error")
+        if error and error.get("err_code") == _NOT_FOUND:
+            raise FileNotFoundError(f"queue {self._label} was already unlinked")
+        if error:
+            raise ConnectionError(f"queue {self._label}: unlink: {_ApiError(error)}")
+
+    def _init_options(self) -> dict[str, Any]:
+        keep = {k: v for k, v in self._settings.items() if k != "replicas"}
+        return {**keep, **self._options}
+
+    def __reduce__(self) -> tuple[Callable[..., NatsQueue], tuple[Any, ...]]:
+        return _reattach, (self._url, self._name, self._run_id, self._init_options())
+
+    def __repr__(self) -> str:
+        state = ", closed" if self._closed else ""
+        return (
+            f"NatsQueue(url={self._address.display!r}, name={self._name!r}, "
+            f"run_id={self._run_id!r}, capacity={self._capacity}, "
+            f"item_size={self._item_size}{state})"
+        )
+
+    def __del__(self) -> None:
+        # A handle dropped without close(): release it without waiting (a finalizer may run
+        # on any thread, the NATS loop's included).
+        if not getattr(self, "_closed", True):
+            with contextlib.suppress(Exception):  # interpreter shutdown: best effort
+                self._close(wait=False)
+
+
+def _unprefix(meta: dict[str, str]) -> dict[str, str]:
+    return {
+        k.removeprefix("shared_queue."): v for k, v in meta.items() if k.startswith("shared_queue.")
+    }
+
+
+def _flat(payload: bytes | Parts) -> bytes:
+    return payload if payload.__class__ is bytes else b"".join(payload)  # type: ignore[arg-type]
+
+
+def _deadline(timeout: float | None, block: bool) -> float | None:
+    """Return the monotonic deadline of a call: now for nowait, None for no limit."""
+    if timeout is not None and not timeout >= 0:  # NaN is neither < 0 nor >= 0
+        raise ValueError("'timeout' must be a non-negative number")
+    if not block:
+        return time.monotonic()
+    return None if timeout is None else time.monotonic() + timeout
+
+
+class _Io:
+    """One handle's traffic on the NATS loop: publishing, pulling, acknowledging, waiting."""
+
+    def __init__(self, queue: NatsQueue, nc: Any) -> None:
+        self.q = queue
+        self.nc = nc
+        self.label = queue._label
+        self.io_timeout = queue._io_timeout
+        self.next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{queue._stream}.{CONSUMER}"
+        self.inbox = nc.new_inbox()
+        self.requests = 0
+        self.sub: Any = None
+        self.inq: asyncio.Queue[Any] = asyncio.Queue()  # what the server sent to the inbox
+        self.lock = asyncio.Lock()  # one pull at a time per handle: replies share the inbox
+        self.room: asyncio.Event | None = None
+        self.room_sub: Any = None
+        self.calls: set[asyncio.Task[Any]] = set()  # this handle's puts and gets in progress
+        self.closed = False
+
+    async def start(self) -> None:
+        inq = self.inq
+
+        async def deliver(msg: Any) -> None:
+            inq.put_nowait(msg)
+
+        self.sub = await self.nc.subscribe(f"{self.inbox}.*", cb=deliver)
+
+    async def stop(self) -> None:
+        """End this handle's calls in progress (they raise ValueError) and release it."""
+        self.closed = True
+        for task in self.calls:
+            task.cancel()
+        timeout = self.q._settings["connect_timeout"]
+        try:
+            if self.sub is not None:
+                # Items delivered to this handle but never returned go back at once.
+                await asyncio.wait_for(self.sub.unsubscribe(), timeout)
+                await self._nak(self._leftovers(1 << 30))
+            if self.room_sub is not None:
+                await asyncio.wait_for(self.room_sub.unsubscribe(), timeout)
+        except _natsio.TRANSIENT:
+            pass
+        finally:
+            await _natsio.release(self.nc, timeout)
+
+    @contextlib.contextmanager
+    def _call(self) -> Iterator[None]:
+        # A put or get in progress: close() cancels it, and it raises ValueError.
+        if self.closed:
+            raise ValueError(f"queue {self.label}: this handle is closed")
+        task = asyncio.current_task()
+        assert task is not None
+        self.calls.add(task)
+        try:
+            yield
+        except asyncio.CancelledError:
+            if self.closed:
+                raise ValueError(f"queue {self.label}: this handle is closed") from None
+            raise
+        finally:
+            self.calls.discard(task)
+
+    def _unanswered(self, since: float, deadline: float | None) -> None:
+        """After a request went unanswered: raise ConnectionError once io_timeout passed."""
+        now = time.monotonic()
+        if now - since >= self.io_timeout:
+            raise ConnectionError(
+                f"queue {self.label}: no answer from {self.q._address.display} for "
+                f"{now - since:.1f} s (io_timeout={self.io_timeout})"
+            )
+
+    # -- put --------------------------------------------------------------------------------
+    async def put(self, datas: list[bytes], block: bool, deadline: float | None) -> None:
+        with self._call():
+            await self._put(datas, block, deadline)
+
+    async def _put(self, datas: list[bytes], block: bool, deadline: float | None) -> None:
+        msg_id = uuid.uuid4().hex  # the same on every retry: stored once
+        silent_since: float | None = None
+        backoff = 0.05
+        while True:
+            if self.room is not None:
+                self.room.clear()  # a signal from now on wakes the wait below
+            sent = time.monotonic()
+            try:
+                error = await self._publish(datas, msg_id, deadline)
+            except _NoAnswer as exc:
+                await self._check_exists(exc)
+                silent_since = silent_since or sent
+                self._unanswered(silent_since, None)
+                if _passed(deadline):
+                    raise Full(f"queue {self.label}: no answer from the server in time") from None
+                await asyncio.sleep(min(backoff, _left(deadline)))
+                backoff = min(backoff * 2, 0.5)
+                continue
+            silent_since = None
+            if error is None:
+                return
+            if error.code == _MAX_MSGS:
+                if not block or _passed(deadline):
+                    raise Full(f"queue {self.label} is full (capacity={self.q._capacity})")
+                await self._wait_room(deadline)
+                continue
+            if error.code == _MSG_SIZE:
+                raise ValueError(f"queue {self.label}: the server refused an item: {error}")
+            raise ConnectionError(f"queue {self.label}: the server refused a put: {error}")
+
+    async def _publish(
+        self, datas: list[bytes], msg_id: str, deadline: float | None
+    ) -> _ApiError | None:
+        subject = self.q._subject
+        wait = self._request_wait(deadline)
+        try:
+            if len(datas) == 1:
+                msg = await self.nc.request(subject, datas[0], timeout=wait,
+                                            headers={"Nats-Msg-Id": msg_id})  # fmt: skip
+            else:
+                batch = uuid.uuid4().hex
+                last = len(datas) - 1
+                for i, data in enumerate(datas[:-1]):
+                    await self.nc.publish(subject, data, headers={
+                        "Nats-Batch-Id": batch, "Nats-Batch-Sequence": str(i + 1)})  # fmt: skip
+                # The commit's message id is the batch's: a retry of a stored batch is refused
+                # whole (_BATCH_DUP), so nothing of it is stored twice.
+                msg = await self.nc.request(subject, datas[last], timeout=wait, headers={
+                    "Nats-Batch-Id": batch, "Nats-Batch-Sequence": str(last + 1),
+                    "Nats-Batch-Commit": "1", "Nats-Msg-Id": msg_id})  # fmt: skip
+        except _natsio.NoRespondersError:
+            raise _NoAnswer(no_responders=True) from None
+        except _natsio.TRANSIENT:
+            raise _NoAnswer from None
+        reply = json.loads(msg.data)
+        error = reply.get("error")
+        if error is None or error.get("err_code") == _BATCH_DUP:  # a retry of a stored batch
+            return None
+        return _ApiError(error)
+
+    def _request_wait(self, deadline: float | None) -> float:
+        # How long a request waits for its answer: until the call's deadline, but at least
+        # GRACE (a nowait call's round trip) and at most LINGER + GRACE (then it is sent again).
+        return min(max(_left(deadline), GRACE), LINGER + GRACE)
+
+    async def _wait_room(self, deadline: float | None) -> None:
+        if self.room is None:
+            self.room = asyncio.Event()
+            room = self.room
+
+            async def signal(_msg: Any) -> None:
+                room.set()
+
+            self.room_sub = await self.nc.subscribe(self.q._room_subject, cb=signal)
+            await self.nc.flush(timeout=self.io_timeout)
+            return  # retry at once: a get may have acked before the subscription was made
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.room.wait(), min(ROOM_RETRY, _left(deadline)))
+
+    # -- get --------------------------------------------------------------------------------
+    async def take(self, n: int, block: bool, deadline: float | None) -> list[bytes]:
+        with self._call():
+            return await self._take(n, block, deadline)
+
+    async def _take(self, n: int, block: bool, deadline: float | None) -> list[bytes]:
+        async with self.lock:
+            msgs = await self._fetch(n, block, deadline)
+            if not msgs:
+                raise Empty(f"queue {self.label} is empty")
+            try:
+                await self._ack(msgs)
+            except asyncio.CancelledError:
+                await self._nak(msgs)
+                raise
+        return [m.data for m in msgs]
+
+    async def _fetch(self, n: int, block: bool, deadline: float | None) -> list[Any]:
+        msgs = self._leftovers(n)
+        if msgs:
+            return msgs
+        silent_since: float | None = None
+        first = True
+        while True:
+            sent = time.monotonic()
+            try:
+                if first or not block:
+                    msgs = await self._pull(n, None, deadline)  # what is there now
+                else:
+                    linger = min(_left(deadline), LINGER)
+                    if linger <= 0:
+                        return []
+                    msgs = await self._pull(1, linger, deadline)
+                    if msgs and n > 1:
+                        msgs += await self._pull(n - 1, None, None)
+            except _NoAnswer as exc:
+                await self._check_exists(exc)
+                silent_since = silent_since or sent
+                self._unanswered(silent_since, deadline)
+                if _passed(deadline):
+                    return []
+                await asyncio.sleep(min(0.1, _left(deadline)))
+                continue
+            silent_since = None
+            if msgs or not block or _passed(deadline):
+                return msgs
+            first = False
+
+    def _leftovers(self, n: int) -> list[Any]:
+        # Deliveries that arrived after an earlier request was given up on: they are ours.
+        msgs: list[Any] = []
+        while len(msgs) < n and not self.inq.empty():
+            msg = self.inq.get_nowait()
+            if not _status(msg):
+                msgs.append(msg)
+        return msgs
+
+    async def _pull(self, n: int, linger: float | None, deadline: float | None) -> list[Any]:
+        """Ask for up to ``n`` items, waiting up to ``linger`` seconds for the first."""
+        self.requests += 1
+        reply = f"{self.inbox}.{self.requests}"
+        request: dict[str, Any] = {"batch": n}
+        if linger is None:
+            request["no_wait"] = True
+        else:
+            request["expires"] = int(linger * 1e9)
+        # The server answers a lingering request when it expires; a late answer is not lost:
+        # its items wait in the inbox for this handle's next get (_leftovers).
+        wait = min(max(_left(deadline), GRACE), (linger or 0) + GRACE)
+        try:
+            await self.nc.publish(self.next_subject, json.dumps(request).encode(), reply=reply)
+        except _natsio.TRANSIENT:
+            raise _NoAnswer from None
+        msgs: list[Any] = []
+        end = time.monotonic() + wait
+        try:
+            while len(msgs) < n:
+                try:
+                    if self.inq.empty():
+                        wait = max(end - time.monotonic(), 0.001)
+                        msg = await asyncio.wait_for(self.inq.get(), wait)
+                    else:
+                        msg = self.inq.get_nowait()
+                except _natsio.TIMEOUTS:
+                    if msgs:
+                        return msgs
+                    raise _NoAnswer from None
+                status = _status(msg)
+                if not status:
+                    msgs.append(msg)
+                elif msg.subject == reply and status != "100":
+                    # 404 no messages, 408 request expired, 409 e.g. a leader change: this
+                    # request is over; 503: nothing serves the consumer.
+                    if status == "503" and not msgs:
+                        raise _NoAnswer(no_responders=True)
+                    if status == "409":
+                        log.info("queue %s: pull ended: %s", self.label, msg.headers)
+                    break
+        except asyncio.CancelledError:
+            await self._nak(msgs)  # delivered to a call that is gone: back to the stream now
+            raise
+        return msgs
+
+    async def _check_exists(self, exc: _NoAnswer) -> None:
+        """After ``no_responders``: raise FileNotFoundError if the stream is gone."""
+        if not exc.no_responders:
+            return
+        try:
+            reply = await self.q._api(self.nc, f"STREAM.INFO.{self.q._stream}", timeout=LINGER)
+        except ConnectionError:
+            return  # no JetStream answer either: a fail-over; the caller retries
+        error = reply.get("error")
+        if error and error.get("err_code") == _NOT_FOUND:
+            raise FileNotFoundError(f"queue {self.label} was unlinked")
+
+    async def _ack(self, msgs: list[Any]) -> None:
+        # Acknowledged, and the acks confirmed, before the call returns: the items are gone
+        # from the stream, so the room is there for the next put. Retried across a fail-over.
+        since = time.monotonic()
+        todo = msgs
+        while True:
+            results = await asyncio.gather(
+                *(self.nc.request(m.reply, b"+ACK", timeout=LINGER) for m in todo),
+                return_exceptions=True,
+            )
+            todo = [m for m, r in zip(todo, results, strict=True) if isinstance(r, Exception)]
+            if not todo:
+                break
+            if time.monotonic() - since >= self.io_timeout:
+                await self._nak(todo)
+                raise ConnectionError(
+                    f"queue {self.label}: {len(todo)} item(s) taken but their ack was not "
+                    f"confirmed within io_timeout={self.io_timeout} s; the server delivers "
+                    "them again"
+                )
+            await asyncio.sleep(0.1)
+        with contextlib.suppress(*_natsio.TRANSIENT):  # blocked puts retry: there is room
+            await self.nc.publish(self.q._room_subject, b"")
+
+    async def _nak(self, msgs: list[Any]) -> None:
+        for m in msgs:
+            with contextlib.suppress(Exception):  # best effort: ack_wait redelivers them anyway
+                await self.nc.publish(m.reply, b"-NAK")
+
+    # -- state ------------------------------------------------------------------------------
+    async def state(self) -> dict[str, int]:
+        q = self.q
+        stream, consumer = await asyncio.gather(
+            q._api(self.nc, f"STREAM.INFO.{q._stream}"),
+            q._api(self.nc, f"CONSUMER.INFO.{q._stream}.{CONSUMER}"),
+        )
+        for reply in (stream, consumer):
+            error = reply.get("error")
+            if error and error.get("err_code") in (_NOT_FOUND, 10014):
+                raise FileNotFoundError(f"queue {self.label} was unlinked")
+            if error:
+                raise ConnectionError(f"queue {self.label}: {_ApiError(error)}")
+        stored = int(stream["state"]["messages"])
+        taken = int(consumer.get("num_ack_pending", 0))
+        size = min(max(stored - taken, 0), q._capacity)
+        return {"queue_size": size, "stored": stored, "puts": int(stream["state"]["last_seq"])}
+
+
+def _status(msg: Any) -> str | None:
+    headers = msg.headers
+    if headers and not msg.data and "Status" in headers:
+        return str(headers["Status"])
+    return None
+
+
+def _left(deadline: float | None) -> float:
+    return float("inf") if deadline is None else deadline - time.monotonic()
+
+
+def _passed(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
