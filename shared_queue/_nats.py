@@ -612,12 +612,24 @@ class _Io:
         self.room_sub: Any = None
         self.calls: set[asyncio.Task[Any]] = set()  # this handle's puts and gets in progress
         self.closed = False
+        # Acks sent, not yet confirmed: reply subject -> (the item's message, first sent at).
+        self.unconfirmed: dict[str, tuple[Any, float]] = {}
+        self.sent_at: dict[str, float] = {}  # reply subject -> when that ack was sent
+        self.settled = asyncio.Event()  # set while nothing is unconfirmed
+        self.settled.set()
+        self.acks = 0
+        self.ack_mark = len(self.inbox) + 1  # where an ack confirmation's subject has an "a"
+        self.checker: asyncio.Task[None] | None = None
+        self.signal: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         inq = self.inq
 
         async def deliver(msg: Any) -> None:
-            inq.put_nowait(msg)
+            if msg.subject[self.ack_mark : self.ack_mark + 1] == "a":
+                self._confirmed(msg.subject)
+            else:
+                inq.put_nowait(msg)
 
         self.sub = await self.nc.subscribe(f"{self.inbox}.*", cb=deliver)
 
@@ -628,6 +640,7 @@ class _Io:
             task.cancel()
         timeout = self.q._settings["connect_timeout"]
         try:
+            await self.settle(self.io_timeout)
             if self.sub is not None:
                 # Items delivered to this handle but never returned go back at once.
                 await asyncio.wait_for(self.sub.unsubscribe(), timeout)
@@ -674,6 +687,7 @@ class _Io:
         msg_id = uuid.uuid4().hex  # the same on every retry: stored once
         silent_since: float | None = None
         backoff = 0.05
+        recheck = 3
         while True:
             if self.room is not None:
                 self.room.clear()  # a signal from now on wakes the wait below
@@ -693,6 +707,13 @@ class _Io:
             if error is None:
                 return
             if error.code == _MAX_MSGS:
+                # The server removes an acknowledged item a moment after it confirms the ack:
+                # a put right after gets (this handle's, or anyone's) may be refused while the
+                # stream says there is room. Then it tries again, a few times at most.
+                await self.settle(max(_left(deadline), GRACE))
+                if recheck > 0 and await self._has_room(len(datas)):
+                    recheck -= 1
+                    continue
                 if not block or _passed(deadline):
                     raise Full(f"queue {self.label} is full (capacity={self.q._capacity})")
                 await self._wait_room(deadline)
@@ -735,6 +756,15 @@ class _Io:
         # How long a request waits for its answer: until the call's deadline, but at least
         # GRACE (a nowait call's round trip) and at most LINGER + GRACE (then it is sent again).
         return min(max(_left(deadline), GRACE), LINGER + GRACE)
+
+    async def _has_room(self, n: int) -> bool:
+        """Whether the stream says it has room for ``n`` more items now."""
+        try:
+            reply = await self.q._api(self.nc, f"STREAM.INFO.{self.q._stream}", timeout=GRACE)
+        except ConnectionError:
+            return False
+        state = reply.get("state")
+        return state is not None and int(state["messages"]) + n <= self.q._capacity
 
     async def _wait_room(self, deadline: float | None) -> None:
         if self.room is None:
@@ -866,28 +896,65 @@ class _Io:
             raise FileNotFoundError(f"queue {self.label} was unlinked")
 
     async def _ack(self, msgs: list[Any]) -> None:
-        # Acknowledged, and the acks confirmed, before the call returns: the items are gone
-        # from the stream, so the room is there for the next put. Retried across a fail-over.
-        since = time.monotonic()
-        todo = msgs
-        while True:
-            results = await asyncio.gather(
-                *(self.nc.request(m.reply, b"+ACK", timeout=LINGER) for m in todo),
-                return_exceptions=True,
-            )
-            todo = [m for m, r in zip(todo, results, strict=True) if isinstance(r, Exception)]
-            if not todo:
-                break
-            if time.monotonic() - since >= self.io_timeout:
-                await self._nak(todo)
-                raise ConnectionError(
-                    f"queue {self.label}: {len(todo)} item(s) taken but their ack was not "
-                    f"confirmed within io_timeout={self.io_timeout} s; the server delivers "
-                    "them again"
-                )
-            await asyncio.sleep(0.1)
-        with contextlib.suppress(*_natsio.TRANSIENT):  # blocked puts retry: there is room
+        # The acks leave before the call returns; their confirmations come back to the inbox
+        # (deliver -> _confirmed). Until then this handle's puts that find the queue full, and
+        # its size queries, wait for them (settle), so it sees its own gets' room at once; an
+        # ack not confirmed within LINGER is sent again (across a fail-over), so an item is
+        # taken once while this process lives; close() waits for them.
+        now = time.monotonic()
+        for m in msgs:
+            self.acks += 1
+            reply = f"{self.inbox}.a{self.acks}"
+            self.unconfirmed[reply] = (m, now)
+            self.sent_at[reply] = now
+            with contextlib.suppress(*_natsio.TRANSIENT):  # if it fails, the checker re-sends
+                await self.nc.publish(m.reply, b"+ACK", reply=reply)
+        self.settled.clear()
+        if self.checker is None or self.checker.done():
+            self.checker = asyncio.ensure_future(self._check_acks())
+
+    def _confirmed(self, reply: str) -> None:
+        if self.unconfirmed.pop(reply, None) is None:
+            return
+        self.sent_at.pop(reply, None)
+        if not self.unconfirmed:
+            self.settled.set()
+        if self.signal is None or self.signal.done():  # one room post per burst: puts retry
+            self.signal = asyncio.ensure_future(self._signal_room())
+
+    async def _signal_room(self) -> None:
+        with contextlib.suppress(*_natsio.TRANSIENT):
             await self.nc.publish(self.q._room_subject, b"")
+
+    async def settle(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for this handle's acks to be confirmed."""
+        if not self.settled.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.settled.wait(), timeout)
+
+    async def _check_acks(self) -> None:
+        while self.unconfirmed:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.settled.wait(), LINGER / 2)
+            now = time.monotonic()
+            for reply, (m, first) in list(self.unconfirmed.items()):
+                if now - self.sent_at.get(reply, now) < LINGER:
+                    continue
+                del self.unconfirmed[reply]
+                self.sent_at.pop(reply, None)
+                if now - first >= self.io_timeout:
+                    log.warning("queue %s: an ack went unconfirmed for io_timeout=%s s; the "
+                                "server may deliver its item again", self.label,
+                                self.io_timeout)  # fmt: skip
+                    continue
+                self.acks += 1
+                again = f"{self.inbox}.a{self.acks}"
+                self.unconfirmed[again] = (m, first)
+                self.sent_at[again] = now
+                with contextlib.suppress(*_natsio.TRANSIENT):
+                    await self.nc.publish(m.reply, b"+ACK", reply=again)
+            if not self.unconfirmed:
+                self.settled.set()
 
     async def _nak(self, msgs: list[Any]) -> None:
         for m in msgs:
@@ -897,6 +964,7 @@ class _Io:
     # -- state ------------------------------------------------------------------------------
     async def state(self) -> dict[str, int]:
         q = self.q
+        await self.settle(GRACE)  # this handle's gets count as done once their acks are
         stream, consumer = await asyncio.gather(
             q._api(self.nc, f"STREAM.INFO.{q._stream}"),
             q._api(self.nc, f"CONSUMER.INFO.{q._stream}.{CONSUMER}"),

@@ -13,9 +13,9 @@ nats-py reports connection trouble through callbacks; here they log to the
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import atexit
-import concurrent.futures
 import contextlib
 import logging
 import os
@@ -224,14 +224,26 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
             if _exiting
             else "a NatsQueue's sync methods cannot be called from its own loop"
         )
-    future = asyncio.run_coroutine_threadsafe(coro, loop())
+    # A task made on the loop, and a plain lock the caller sleeps on until the task is done:
+    # the least hand-off there is (run_coroutine_threadsafe adds a future and a condition).
+    lp = loop()
+    done = _thread.allocate_lock()
+    done.acquire()
+    box: list[asyncio.Task[T]] = []
+
+    def start() -> None:
+        task = lp.create_task(coro)
+        box.append(task)
+        task.add_done_callback(lambda _task: done.release())
+
+    lp.call_soon_threadsafe(start)
     try:
-        return future.result()
-    except concurrent.futures.CancelledError:
-        raise asyncio.CancelledError from None
-    except BaseException:
-        future.cancel()
+        done.acquire()
+    except BaseException:  # KeyboardInterrupt, say: the call ends, on the loop too
+        with contextlib.suppress(RuntimeError):
+            lp.call_soon_threadsafe(lambda: box[0].cancel() if box else coro.close())
         raise
+    return box[0].result()
 
 
 def submit(coro: Coroutine[Any, Any, Any]) -> None:
