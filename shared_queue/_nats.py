@@ -19,10 +19,12 @@ import asyncio
 import base64
 import collections
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 import weakref
@@ -47,6 +49,8 @@ MAX_BATCH = 1000  # the server's limit on one atomic batch publish
 ROOM_RETRY = 1.0  # a blocked put retries this often even without a room signal (seconds)
 LINGER = 2.0  # the longest one pull request waits on the server (seconds)
 GRACE = 0.5  # the least time a request waits for its answer (seconds)
+STALE = 5.0  # an item left in a handle's inbox longer than this is handed back (seconds)
+DUPLICATE_WINDOW = 120  # how long the server remembers a message id (seconds)
 DEFAULTS: dict[str, float] = {"connect_timeout": 5.0, "io_timeout": 15.0, "ack_wait": 30.0}
 
 # JetStream API error codes this module acts on.
@@ -55,6 +59,8 @@ _MSG_SIZE = 10054  # "message size exceeds maximum allowed"
 _BATCH_DUP = 10201  # "atomic publish batch contains duplicate message id": stored already
 _IN_USE = 10058  # "stream name already in use with a different configuration"
 _NOT_FOUND = 10059  # "stream not found"
+_NO_CONSUMER = 10014  # "consumer not found"
+_BATCH_RETRY = (10176, 10210)  # "incomplete batch" (cut by a reconnect), "too many batches"
 
 
 def stream_name(name: str, run_id: str) -> str:
@@ -84,6 +90,50 @@ class _ApiError(Exception):
     def __init__(self, error: dict[str, Any]) -> None:
         super().__init__(f"{error.get('description', 'error')} (err_code {error.get('err_code')})")
         self.code = error.get("err_code")
+
+
+@dataclasses.dataclass
+class _Spec:
+    """What a handle's traffic (``_Io``) needs to know of its queue; no reference back to the
+    handle, so that a handle dropped without close() can be collected (and then closed)."""
+
+    label: str
+    display: str
+    stream: str
+    capacity: int
+    io_timeout: float
+    connect_timeout: float
+
+    @property
+    def subject(self) -> str:
+        return f"sq.{self.stream}"
+
+    @property
+    def room_subject(self) -> str:
+        return f"sqroom.{self.stream}"
+
+
+async def _api(nc: Any, subject: str, body: Any, timeout: float, label: str) -> dict[str, Any]:
+    """Send a JetStream API request and return its decoded reply.
+
+    Raises:
+        ConnectionError: Nothing answers JetStream requests (no JetStream, or no leader yet),
+            or no answer came within ``timeout``.
+    """
+    payload = b"" if body is None else json.dumps(body).encode()
+    try:
+        msg = await nc.request(f"$JS.API.{subject}", payload, timeout=timeout)
+    except _natsio.NoRespondersError:
+        raise ConnectionError(
+            f"queue {label}: nothing answers JetStream requests: the server has no JetStream "
+            "(start nats-server with -js), or a cluster has no JetStream leader yet"
+        ) from None
+    except _natsio.TRANSIENT:
+        raise ConnectionError(
+            f"queue {label}: JetStream did not answer within {timeout} s"
+        ) from None
+    reply: dict[str, Any] = json.loads(msg.data)
+    return reply
 
 
 def _reattach(url: str, name: str, run_id: str, options: dict[str, Any]) -> NatsQueue:
@@ -148,9 +198,14 @@ class NatsQueue(QueueBase):
                  "io_timeout": io_timeout, "ack_wait": ack_wait}  # fmt: skip
         settings: dict[str, Any] = {**DEFAULTS, "replicas": 1, **dict(address.options)}
         settings.update({k: v for k, v in given.items() if v is not None})
-        for key in ("connect_timeout", "io_timeout", "ack_wait"):
-            if not 0 < settings[key] <= 3600:  # NaN fails too
-                raise ValueError(f"{key} must be positive and at most 3600 s, got {settings[key]}")
+        for key, most in (("connect_timeout", 3600), ("io_timeout", DUPLICATE_WINDOW),
+                          ("ack_wait", 3600)):  # fmt: skip
+            if not 0 < settings[key] <= most:  # NaN fails too
+                raise ValueError(
+                    f"{key} must be positive and at most {most} s, got {settings[key]}"
+                    + (" (a put retried for longer could be stored twice: the server "
+                       "remembers message ids for that long)" if key == "io_timeout" else "")
+                )  # fmt: skip
         _positive_int("replicas", settings["replicas"], 5)
         self._url = url
         self._address = address
@@ -161,8 +216,9 @@ class NatsQueue(QueueBase):
         self._settings = settings
         self._options = options
         self._io_timeout: float = settings["io_timeout"]
-        self._subject = f"sq.{self._stream}"
-        self._room_subject = f"sqroom.{self._stream}"
+        self._spec = _Spec(self._label, address.display, self._stream, capacity,
+                           settings["io_timeout"], settings["connect_timeout"])  # fmt: skip
+        self._ios_lock = threading.RLock()  # guards _io, _loop_ios, _pid across threads
         self._pending = collections.deque()
         typed = _typed_slots(self._label, dtype, shape)
         if create:
@@ -174,10 +230,11 @@ class NatsQueue(QueueBase):
         self._closed = False
         self._pid = os.getpid()
         self._io: _Io | None = None  # on the NATS loop, for the sync methods
-        self._loop_ios: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Io]
-        self._loop_ios = weakref.WeakKeyDictionary()  # for the async methods, per caller's loop
+        # For the async methods, per caller's loop: the task that made (or makes) its _Io.
+        self._loop_ios: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[_Io]]
+        self._loop_ios = weakref.WeakKeyDictionary()
         meta = _natsio.run(self._open(create, capacity, item_size, raw, typed))
-        self._capacity = int(meta["capacity"])
+        self._capacity = self._spec.capacity = int(meta["capacity"])
         self._item_size = int(meta["item_size"])
         self._dtype = (
             dtype_from_bytes(base64.b64decode(meta["dtype"])) if meta.get("dtype") else None
@@ -207,7 +264,8 @@ class NatsQueue(QueueBase):
                 meta = await self._create(nc, capacity, item_size, raw, typed)
             else:
                 meta = await self._attach(nc)
-            io = _Io(self, nc)
+            self._spec.capacity = int(meta["capacity"])
+            io = _Io(self._spec, nc)
             await io.start()
             self._io = io
             return meta
@@ -219,37 +277,31 @@ class NatsQueue(QueueBase):
         """This handle's traffic on the running loop (made on its first async call there)."""
         self._live()
         loop = asyncio.get_running_loop()
-        io = self._loop_ios.get(loop)
-        if io is None:
-            nc = await _natsio.acquire(
-                self._address, self._settings["connect_timeout"], self._options
-            )
-            io = _Io(self, nc)
-            try:
-                await io.start()
-            except BaseException:
-                await _natsio.release(nc, self._settings["connect_timeout"])
-                raise
-            self._loop_ios[loop] = io
+        with self._ios_lock:
+            made = self._loop_ios.get(loop)
+            if made is None or (made.done() and made.result().nc.is_closed):
+                made = self._loop_ios[loop] = loop.create_task(self._new_io())
+        io = await asyncio.shield(made)  # concurrent first calls share one
+        if self._closed:  # closed while it connected
+            await io.stop()
+            raise ValueError(f"queue {self._label}: this handle is closed")
+        return io
+
+    async def _new_io(self) -> _Io:
+        nc = await _natsio.acquire(self._address, self._settings["connect_timeout"], self._options)
+        io = _Io(self._spec, nc)
+        try:
+            await io.start()
+        except BaseException:
+            await _natsio.release(nc, self._settings["connect_timeout"])
+            raise
         return io
 
     async def _api(
         self, nc: Any, subject: str, body: Any = None, timeout: float | None = None
     ) -> dict[str, Any]:
-        payload = b"" if body is None else json.dumps(body).encode()
         timeout = self._io_timeout if timeout is None else timeout
-        try:
-            msg = await nc.request(f"$JS.API.{subject}", payload, timeout=timeout)
-        except _natsio.NoRespondersError:
-            raise ConnectionError(
-                f"queue {self._label}: the server has no JetStream (start nats-server with -js)"
-            ) from None
-        except _natsio.TIMEOUTS:
-            raise ConnectionError(
-                f"queue {self._label}: JetStream did not answer within {timeout} s"
-            ) from None
-        reply: dict[str, Any] = json.loads(msg.data)
-        return reply
+        return await _api(nc, subject, body, timeout, self._label)
 
     async def _create(
         self,
@@ -286,7 +338,7 @@ class NatsQueue(QueueBase):
             meta["shared_queue.shape"] = json.dumps(list(typed[1]))
         config = {
             "name": self._stream,
-            "subjects": [self._subject],
+            "subjects": [self._spec.subject],
             "retention": "workqueue",
             "max_msgs": capacity,
             "discard": "new",
@@ -294,7 +346,7 @@ class NatsQueue(QueueBase):
             "num_replicas": self._settings["replicas"],
             "max_msg_size": item_size + HEADER_ROOM,
             "allow_atomic": True,
-            "duplicate_window": 120_000_000_000,
+            "duplicate_window": DUPLICATE_WINDOW * 1_000_000_000,
             "description": f"shared_queue {describe(self._name, self._run_id)}",
             "metadata": meta,
         }
@@ -322,11 +374,15 @@ class NatsQueue(QueueBase):
                 "deliver_policy": "all",
             },
         }
-        reply = await self._api(nc, f"CONSUMER.CREATE.{self._stream}.{CONSUMER}", consumer)
-        if reply.get("error"):
-            await self._api(nc, f"STREAM.DELETE.{self._stream}")
-            raise ValueError(f"queue {self._label}: the server refused the consumer: "
-                             f"{_ApiError(reply['error'])}")  # fmt: skip
+        try:
+            reply = await self._api(nc, f"CONSUMER.CREATE.{self._stream}.{CONSUMER}", consumer)
+            if reply.get("error"):
+                raise ValueError(f"queue {self._label}: the server refused the consumer: "
+                                 f"{_ApiError(reply['error'])}")  # fmt: skip
+        except BaseException:  # a stream without its consumer would be a queue nobody can get
+            with contextlib.suppress(ConnectionError):
+                await self._api(nc, f"STREAM.DELETE.{self._stream}", timeout=GRACE * 4)
+            raise
         return _unprefix(meta)
 
     async def _attach(self, nc: Any) -> dict[str, str]:
@@ -358,17 +414,19 @@ class NatsQueue(QueueBase):
         io = self._io
         if self._closed or io is None:
             raise ValueError(f"queue {self._label}: this handle is closed")
-        if self._pid != os.getpid():  # inherited by fork: this process needs its own
-            self._reopen()
+        if self._pid != os.getpid() or io.nc.is_closed:
+            # Inherited by fork (this process needs its own), or nats-py gave the connection
+            # up for good: open anew.
+            with self._ios_lock:
+                if self._pid != os.getpid() or (self._io is not None and self._io.nc.is_closed):
+                    self._pid = os.getpid()
+                    self._io = None
+                    self._loop_ios = weakref.WeakKeyDictionary()
+                    _natsio.run(self._open(False, 0, 0, False, None))
             io = self._io
-            assert io is not None
+            if io is None:
+                raise ValueError(f"queue {self._label}: this handle is closed")
         return io
-
-    def _reopen(self) -> None:
-        self._pid = os.getpid()
-        self._io = None
-        self._loop_ios = weakref.WeakKeyDictionary()
-        _natsio.run(self._open(False, 0, 0, False, None))
 
     def _put(self, payloads: list[bytes | Parts], block: bool, timeout: float | None) -> None:
         io = self._live()
@@ -376,9 +434,17 @@ class NatsQueue(QueueBase):
 
     def _take(self, max_items: int, block: bool, timeout: float | None) -> list[Any]:
         io = self._live()
-        if self._pending:
-            return [self._pending.popleft() for _ in range(min(max_items, len(self._pending)))]
+        pending = self._from_pending(max_items)
+        if pending:
+            return pending
         return self._payloads(_natsio.run(io.take(max_items, block, _deadline(timeout, block))))
+
+    def _from_pending(self, max_items: int) -> list[Any]:
+        out: list[Any] = []
+        with contextlib.suppress(IndexError):  # another thread emptied it first
+            while self._pending and len(out) < max_items:
+                out.append(self._pending.popleft())
+        return out
 
     def _payloads(self, datas: list[bytes]) -> list[Any]:
         # The codecs build arrays on the buffer they get (raw items, and pickles framed with
@@ -433,8 +499,9 @@ class NatsQueue(QueueBase):
         """
         _positive_int("max_items", max_items, 2**63 - 1)
         io = await self._aio()
-        if self._pending:
-            return self._decode(self._take(max_items, False, None))
+        pending = self._from_pending(max_items)
+        if pending:
+            return self._decode(pending)
         datas = await io.take(max_items, True, _deadline(timeout, True))
         return self._decode(self._payloads(datas))
 
@@ -508,22 +575,23 @@ class NatsQueue(QueueBase):
         if self._closed:
             return
         self._closed = True
-        io, self._io = self._io, None
-        loop_ios, self._loop_ios = dict(self._loop_ios), weakref.WeakKeyDictionary()
+        with self._ios_lock:
+            io, self._io = self._io, None
+            loop_ios, self._loop_ios = list(self._loop_ios.items()), weakref.WeakKeyDictionary()
         if self._pid != os.getpid():
             return  # the connections are the parent's
         try:
             running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             running = None
-        for loop, lio in loop_ios.items():
+        for loop, made in loop_ios:
             if loop.is_closed():
                 continue  # its connection ended with it
             if loop is running:  # close() called from a coroutine: finish in the background
-                self._closing = loop.create_task(lio.stop())
+                self._closing = loop.create_task(_stop_made(made))
             else:
                 with contextlib.suppress(RuntimeError):
-                    asyncio.run_coroutine_threadsafe(lio.stop(), loop)
+                    asyncio.run_coroutine_threadsafe(_stop_made(made), loop)
         if io is None:
             return
         if not wait or _natsio.on_loop_thread():
@@ -541,7 +609,11 @@ class NatsQueue(QueueBase):
             FileNotFoundError: The queue was already unlinked.
         """
         if self._closed or self._pid != os.getpid():
-            with NatsQueue(self._url, self._name, run_id=self._run_id, **self._init_options()) as q:
+            try:
+                q = NatsQueue(self._url, self._name, run_id=self._run_id, **self._init_options())
+            except FileNotFoundError:
+                raise FileNotFoundError(f"queue {self._label} was already unlinked") from None
+            with q:
                 q.unlink()
             return
         io = self._live()
@@ -575,6 +647,14 @@ class NatsQueue(QueueBase):
                 self._close(wait=False)
 
 
+async def _stop_made(made: asyncio.Task[_Io]) -> None:
+    try:
+        io = await made
+    except BaseException:  # it never connected: nothing to stop
+        return
+    await io.stop()
+
+
 def _unprefix(meta: dict[str, str]) -> dict[str, str]:
     return {
         k.removeprefix("shared_queue."): v for k, v in meta.items() if k.startswith("shared_queue.")
@@ -595,18 +675,23 @@ def _deadline(timeout: float | None, block: bool) -> float | None:
 
 
 class _Io:
-    """One handle's traffic on the NATS loop: publishing, pulling, acknowledging, waiting."""
+    """One handle's traffic on one event loop: publishing, pulling, acknowledging, waiting.
 
-    def __init__(self, queue: NatsQueue, nc: Any) -> None:
-        self.q = queue
+    It holds the queue's ``_Spec``, never the handle, so that a dropped handle is collected.
+    """
+
+    def __init__(self, spec: _Spec, nc: Any) -> None:
+        self.spec = spec
         self.nc = nc
-        self.label = queue._label
-        self.io_timeout = queue._io_timeout
-        self.next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{queue._stream}.{CONSUMER}"
+        self.label = spec.label
+        self.io_timeout = spec.io_timeout
+        self.next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{spec.stream}.{CONSUMER}"
         self.inbox = nc.new_inbox()
+        self.ack_prefix = f"{self.inbox}.a"  # ack confirmations come to <inbox>.a<n>
         self.requests = 0
         self.sub: Any = None
-        self.inq: asyncio.Queue[Any] = asyncio.Queue()  # what the server sent to the inbox
+        # What the server sent to the inbox (items and pull statuses), with when it came.
+        self.inq: asyncio.Queue[tuple[Any, float]] = asyncio.Queue()
         self.lock = asyncio.Lock()  # one pull at a time per handle: replies share the inbox
         self.room: asyncio.Event | None = None
         self.room_sub: Any = None
@@ -618,18 +703,19 @@ class _Io:
         self.settled = asyncio.Event()  # set while nothing is unconfirmed
         self.settled.set()
         self.acks = 0
-        self.ack_mark = len(self.inbox) + 1  # where an ack confirmation's subject has an "a"
         self.checker: asyncio.Task[None] | None = None
         self.signal: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        inq = self.inq
+        inq, ack_prefix, confirmed = self.inq, self.ack_prefix, self._confirmed
 
         async def deliver(msg: Any) -> None:
-            if msg.subject[self.ack_mark : self.ack_mark + 1] == "a":
-                self._confirmed(msg.subject)
+            # Pulled items carry their stream subject; statuses and ack confirmations the
+            # reply subject they answer.
+            if msg.subject.startswith(ack_prefix):
+                confirmed(msg.subject)
             else:
-                inq.put_nowait(msg)
+                inq.put_nowait((msg, time.monotonic()))
 
         self.sub = await self.nc.subscribe(f"{self.inbox}.*", cb=deliver)
 
@@ -638,18 +724,21 @@ class _Io:
         self.closed = True
         for task in self.calls:
             task.cancel()
-        timeout = self.q._settings["connect_timeout"]
+        timeout = self.spec.connect_timeout
         try:
-            await self.settle(self.io_timeout)
+            await self.settle(timeout)
             if self.sub is not None:
                 # Items delivered to this handle but never returned go back at once.
+                await asyncio.sleep(0)  # let deliveries already read reach the inbox queue
+                await self._nak(self._leftovers(1 << 30, at_close=True))
                 await asyncio.wait_for(self.sub.unsubscribe(), timeout)
-                await self._nak(self._leftovers(1 << 30))
             if self.room_sub is not None:
                 await asyncio.wait_for(self.room_sub.unsubscribe(), timeout)
         except _natsio.TRANSIENT:
             pass
         finally:
+            if self.checker is not None:
+                self.checker.cancel()
             await _natsio.release(self.nc, timeout)
 
     @contextlib.contextmanager
@@ -669,12 +758,12 @@ class _Io:
         finally:
             self.calls.discard(task)
 
-    def _unanswered(self, since: float, deadline: float | None) -> None:
+    def _unanswered(self, since: float) -> None:
         """After a request went unanswered: raise ConnectionError once io_timeout passed."""
         now = time.monotonic()
         if now - since >= self.io_timeout:
             raise ConnectionError(
-                f"queue {self.label}: no answer from {self.q._address.display} for "
+                f"queue {self.label}: no answer from {self.spec.display} for "
                 f"{now - since:.1f} s (io_timeout={self.io_timeout})"
             )
 
@@ -693,13 +782,18 @@ class _Io:
                 self.room.clear()  # a signal from now on wakes the wait below
             sent = time.monotonic()
             try:
+                if not self.nc.is_connected:  # reconnecting: don't pile copies in its buffer
+                    raise _NoAnswer
                 error = await self._publish(datas, msg_id, deadline)
             except _NoAnswer as exc:
-                await self._check_exists(exc)
+                await self._check_exists(exc, deadline)
                 silent_since = silent_since or sent
-                self._unanswered(silent_since, None)
+                self._unanswered(silent_since)
                 if _passed(deadline):
-                    raise Full(f"queue {self.label}: no answer from the server in time") from None
+                    raise Full(
+                        f"queue {self.label}: no answer from the server in time (the item "
+                        "may have been stored)"
+                    ) from None
                 await asyncio.sleep(min(backoff, _left(deadline)))
                 backoff = min(backoff * 2, 0.5)
                 continue
@@ -710,13 +804,19 @@ class _Io:
                 # The server removes an acknowledged item a moment after it confirms the ack:
                 # a put right after gets (this handle's, or anyone's) may be refused while the
                 # stream says there is room. Then it tries again, a few times at most.
-                await self.settle(max(_left(deadline), GRACE))
-                if recheck > 0 and await self._has_room(len(datas)):
+                await self.settle(_bounded(deadline, GRACE))
+                if recheck > 0 and await self._has_room(len(datas), deadline):
                     recheck -= 1
                     continue
                 if not block or _passed(deadline):
-                    raise Full(f"queue {self.label} is full (capacity={self.q._capacity})")
+                    raise Full(f"queue {self.label} is full (capacity={self.spec.capacity})")
                 await self._wait_room(deadline)
+                continue
+            if error.code in _BATCH_RETRY:  # a batch cut by a reconnect, or too many at once
+                await asyncio.sleep(min(backoff, max(_left(deadline), 0)))
+                backoff = min(backoff * 2, 0.5)
+                if _passed(deadline):
+                    raise Full(f"queue {self.label}: the server did not take the batch in time")
                 continue
             if error.code == _MSG_SIZE:
                 raise ValueError(f"queue {self.label}: the server refused an item: {error}")
@@ -725,8 +825,8 @@ class _Io:
     async def _publish(
         self, datas: list[bytes], msg_id: str, deadline: float | None
     ) -> _ApiError | None:
-        subject = self.q._subject
-        wait = self._request_wait(deadline)
+        subject = self.spec.subject
+        wait = _request_wait(deadline)
         try:
             if len(datas) == 1:
                 msg = await self.nc.request(subject, datas[0], timeout=wait,
@@ -752,33 +852,32 @@ class _Io:
             return None
         return _ApiError(error)
 
-    def _request_wait(self, deadline: float | None) -> float:
-        # How long a request waits for its answer: until the call's deadline, but at least
-        # GRACE (a nowait call's round trip) and at most LINGER + GRACE (then it is sent again).
-        return min(max(_left(deadline), GRACE), LINGER + GRACE)
-
-    async def _has_room(self, n: int) -> bool:
+    async def _has_room(self, n: int, deadline: float | None) -> bool:
         """Whether the stream says it has room for ``n`` more items now."""
         try:
-            reply = await self.q._api(self.nc, f"STREAM.INFO.{self.q._stream}", timeout=GRACE)
+            reply = await _api(self.nc, f"STREAM.INFO.{self.spec.stream}", None,
+                               _bounded(deadline, GRACE), self.label)  # fmt: skip
         except ConnectionError:
             return False
         state = reply.get("state")
-        return state is not None and int(state["messages"]) + n <= self.q._capacity
+        return state is not None and int(state["messages"]) + n <= self.spec.capacity
 
     async def _wait_room(self, deadline: float | None) -> None:
-        if self.room is None:
-            self.room = asyncio.Event()
-            room = self.room
+        try:
+            if self.room is None:
+                room = asyncio.Event()
 
-            async def signal(_msg: Any) -> None:
-                room.set()
+                async def signal(_msg: Any) -> None:
+                    room.set()
 
-            self.room_sub = await self.nc.subscribe(self.q._room_subject, cb=signal)
-            await self.nc.flush(timeout=self.io_timeout)
-            return  # retry at once: a get may have acked before the subscription was made
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.room.wait(), min(ROOM_RETRY, _left(deadline)))
+                self.room_sub = await self.nc.subscribe(self.spec.room_subject, cb=signal)
+                self.room = room
+                await self.nc.flush(timeout=_bounded(deadline, ROOM_RETRY))
+                return  # retry at once: a get may have acked before the subscription was made
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.room.wait(), min(ROOM_RETRY, _left(deadline)))
+        except _natsio.TRANSIENT:  # the retry that follows finds out what is wrong
+            await asyncio.sleep(min(0.1, max(_left(deadline), 0)))
 
     # -- get --------------------------------------------------------------------------------
     async def take(self, n: int, block: bool, deadline: float | None) -> list[bytes]:
@@ -786,7 +885,17 @@ class _Io:
             return await self._take(n, block, deadline)
 
     async def _take(self, n: int, block: bool, deadline: float | None) -> list[bytes]:
-        async with self.lock:
+        # Concurrent gets of one handle pull one at a time (their replies share the inbox); a
+        # get waits for its turn only until its deadline.
+        if self.lock.locked():
+            try:
+                await asyncio.wait_for(self.lock.acquire(), None if deadline is None
+                                       else max(_left(deadline), 0))  # fmt: skip
+            except asyncio.TimeoutError:
+                raise Empty(f"queue {self.label} is empty") from None
+        else:
+            await self.lock.acquire()  # free: taken at once
+        try:
             msgs = await self._fetch(n, block, deadline)
             if not msgs:
                 raise Empty(f"queue {self.label} is empty")
@@ -795,6 +904,8 @@ class _Io:
             except asyncio.CancelledError:
                 await self._nak(msgs)
                 raise
+        finally:
+            self.lock.release()
         return [m.data for m in msgs]
 
     async def _fetch(self, n: int, block: bool, deadline: float | None) -> list[Any]:
@@ -814,11 +925,12 @@ class _Io:
                         return []
                     msgs = await self._pull(1, linger, deadline)
                     if msgs and n > 1:
-                        msgs += await self._pull(n - 1, None, None)
+                        with contextlib.suppress(_NoAnswer):  # keep the one there is
+                            msgs += await self._pull(n - 1, None, None, taken=msgs)
             except _NoAnswer as exc:
-                await self._check_exists(exc)
+                await self._check_exists(exc, deadline)
                 silent_since = silent_since or sent
-                self._unanswered(silent_since, deadline)
+                self._unanswered(silent_since)
                 if _passed(deadline):
                     return []
                 await asyncio.sleep(min(0.1, _left(deadline)))
@@ -828,16 +940,28 @@ class _Io:
                 return msgs
             first = False
 
-    def _leftovers(self, n: int) -> list[Any]:
-        # Deliveries that arrived after an earlier request was given up on: they are ours.
+    def _leftovers(self, n: int, at_close: bool = False) -> list[Any]:
+        # Items that arrived after an earlier pull was given up on are this handle's; one that
+        # waited here long (the server may deliver it again after ack_wait) goes back instead.
         msgs: list[Any] = []
+        stale: list[Any] = []
+        now = time.monotonic()
         while len(msgs) < n and not self.inq.empty():
-            msg = self.inq.get_nowait()
-            if not _status(msg):
-                msgs.append(msg)
+            msg, came = self.inq.get_nowait()
+            if _status(msg):
+                continue
+            (stale if now - came > STALE and not at_close else msgs).append(msg)
+        if stale:
+            self._nak_soon(stale)
         return msgs
 
-    async def _pull(self, n: int, linger: float | None, deadline: float | None) -> list[Any]:
+    async def _pull(
+        self,
+        n: int,
+        linger: float | None,
+        deadline: float | None,
+        taken: list[Any] = (),  # type: ignore[assignment]
+    ) -> list[Any]:
         """Ask for up to ``n`` items, waiting up to ``linger`` seconds for the first."""
         self.requests += 1
         reply = f"{self.inbox}.{self.requests}"
@@ -850,6 +974,8 @@ class _Io:
         # its items wait in the inbox for this handle's next get (_leftovers).
         wait = min(max(_left(deadline), GRACE), (linger or 0) + GRACE)
         try:
+            if not self.nc.is_connected:
+                raise _NoAnswer
             await self.nc.publish(self.next_subject, json.dumps(request).encode(), reply=reply)
         except _natsio.TRANSIENT:
             raise _NoAnswer from None
@@ -860,9 +986,9 @@ class _Io:
                 try:
                     if self.inq.empty():
                         wait = max(end - time.monotonic(), 0.001)
-                        msg = await asyncio.wait_for(self.inq.get(), wait)
+                        msg, _ = await asyncio.wait_for(self.inq.get(), wait)
                     else:
-                        msg = self.inq.get_nowait()
+                        msg, _ = self.inq.get_nowait()
                 except _natsio.TIMEOUTS:
                     if msgs:
                         return msgs
@@ -871,24 +997,25 @@ class _Io:
                 if not status:
                     msgs.append(msg)
                 elif msg.subject == reply and status != "100":
-                    # 404 no messages, 408 request expired, 409 e.g. a leader change: this
-                    # request is over; 503: nothing serves the consumer.
-                    if status == "503" and not msgs:
-                        raise _NoAnswer(no_responders=True)
-                    if status == "409":
-                        log.info("queue %s: pull ended: %s", self.label, msg.headers)
-                    break
+                    # 404 no messages, 408 request expired: this request is over. 503:
+                    # nothing serves the consumer; 409 (a leader change, too many waiting
+                    # pulls) and others: retried after a pause, as for no answer.
+                    if msgs or status in ("404", "408"):
+                        break
+                    log.info("queue %s: pull ended: %s", self.label, msg.headers)
+                    raise _NoAnswer(no_responders=status == "503")
         except asyncio.CancelledError:
-            await self._nak(msgs)  # delivered to a call that is gone: back to the stream now
+            self._nak_soon([*taken, *msgs])  # delivered to a call that is gone: back now
             raise
         return msgs
 
-    async def _check_exists(self, exc: _NoAnswer) -> None:
+    async def _check_exists(self, exc: _NoAnswer, deadline: float | None) -> None:
         """After ``no_responders``: raise FileNotFoundError if the stream is gone."""
         if not exc.no_responders:
             return
         try:
-            reply = await self.q._api(self.nc, f"STREAM.INFO.{self.q._stream}", timeout=LINGER)
+            reply = await _api(self.nc, f"STREAM.INFO.{self.spec.stream}", None,
+                               _bounded(deadline, LINGER), self.label)  # fmt: skip
         except ConnectionError:
             return  # no JetStream answer either: a fail-over; the caller retries
         error = reply.get("error")
@@ -896,15 +1023,16 @@ class _Io:
             raise FileNotFoundError(f"queue {self.label} was unlinked")
 
     async def _ack(self, msgs: list[Any]) -> None:
-        # The acks leave before the call returns; their confirmations come back to the inbox
-        # (deliver -> _confirmed). Until then this handle's puts that find the queue full, and
-        # its size queries, wait for them (settle), so it sees its own gets' room at once; an
-        # ack not confirmed within LINGER is sent again (across a fail-over), so an item is
-        # taken once while this process lives; close() waits for them.
+        # The acks go out before the call returns (into the connection's buffer while it
+        # reconnects); their confirmations come back to the inbox (deliver -> _confirmed).
+        # Until then this handle's puts that find the queue full, and its size queries, wait
+        # for them (settle), so it sees its own gets' room at once; an ack not confirmed
+        # within LINGER is sent again (across a fail-over), so an item is taken once while
+        # this process lives; close() waits for them.
         now = time.monotonic()
         for m in msgs:
             self.acks += 1
-            reply = f"{self.inbox}.a{self.acks}"
+            reply = f"{self.ack_prefix}{self.acks}"
             self.unconfirmed[reply] = (m, now)
             self.sent_at[reply] = now
             with contextlib.suppress(*_natsio.TRANSIENT):  # if it fails, the checker re-sends
@@ -924,7 +1052,7 @@ class _Io:
 
     async def _signal_room(self) -> None:
         with contextlib.suppress(*_natsio.TRANSIENT):
-            await self.nc.publish(self.q._room_subject, b"")
+            await self.nc.publish(self.spec.room_subject, b"")
 
     async def settle(self, timeout: float) -> None:
         """Wait up to ``timeout`` for this handle's acks to be confirmed."""
@@ -936,48 +1064,64 @@ class _Io:
         while self.unconfirmed:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.settled.wait(), LINGER / 2)
-            now = time.monotonic()
-            for reply, (m, first) in list(self.unconfirmed.items()):
-                if now - self.sent_at.get(reply, now) < LINGER:
-                    continue
-                del self.unconfirmed[reply]
-                self.sent_at.pop(reply, None)
-                if now - first >= self.io_timeout:
-                    log.warning("queue %s: an ack went unconfirmed for io_timeout=%s s; the "
-                                "server may deliver its item again", self.label,
-                                self.io_timeout)  # fmt: skip
-                    continue
-                self.acks += 1
-                again = f"{self.inbox}.a{self.acks}"
-                self.unconfirmed[again] = (m, first)
-                self.sent_at[again] = now
+            try:
+                await self._resend_acks()
+            except Exception as exc:  # this task must outlive any one error
+                log.info("queue %s: re-sending acks: %r", self.label, exc)
+        self.settled.set()
+
+    async def _resend_acks(self) -> None:
+        now = time.monotonic()
+        for reply, (m, first) in list(self.unconfirmed.items()):
+            if now - self.sent_at.get(reply, now) < LINGER or reply not in self.unconfirmed:
+                continue
+            del self.unconfirmed[reply]
+            self.sent_at.pop(reply, None)
+            if now - first >= self.io_timeout:
+                log.warning("queue %s: an ack went unconfirmed for io_timeout=%s s; the "
+                            "server may deliver its item again", self.label,
+                            self.io_timeout)  # fmt: skip
+                continue
+            self.acks += 1
+            again = f"{self.ack_prefix}{self.acks}"
+            self.unconfirmed[again] = (m, first)
+            self.sent_at[again] = now
+            if self.nc.is_connected:
                 with contextlib.suppress(*_natsio.TRANSIENT):
                     await self.nc.publish(m.reply, b"+ACK", reply=again)
-            if not self.unconfirmed:
-                self.settled.set()
 
     async def _nak(self, msgs: list[Any]) -> None:
         for m in msgs:
             with contextlib.suppress(Exception):  # best effort: ack_wait redelivers them anyway
                 await self.nc.publish(m.reply, b"-NAK")
 
+    def _nak_soon(self, msgs: list[Any]) -> None:
+        if msgs:
+            self.signal = asyncio.ensure_future(self._nak(msgs))
+
     # -- state ------------------------------------------------------------------------------
     async def state(self) -> dict[str, int]:
-        q = self.q
+        spec = self.spec
         await self.settle(GRACE)  # this handle's gets count as done once their acks are
         stream, consumer = await asyncio.gather(
-            q._api(self.nc, f"STREAM.INFO.{q._stream}"),
-            q._api(self.nc, f"CONSUMER.INFO.{q._stream}.{CONSUMER}"),
+            _api(self.nc, f"STREAM.INFO.{spec.stream}", None, self.io_timeout, self.label),
+            _api(
+                self.nc,
+                f"CONSUMER.INFO.{spec.stream}.{CONSUMER}",
+                None,
+                self.io_timeout,
+                self.label,
+            ),
         )
-        for reply in (stream, consumer):
+        for reply, what in ((stream, "was unlinked"), (consumer, "has lost its consumer")):
             error = reply.get("error")
-            if error and error.get("err_code") in (_NOT_FOUND, 10014):
-                raise FileNotFoundError(f"queue {self.label} was unlinked")
+            if error and error.get("err_code") in (_NOT_FOUND, _NO_CONSUMER):
+                raise FileNotFoundError(f"queue {self.label} {what}")
             if error:
                 raise ConnectionError(f"queue {self.label}: {_ApiError(error)}")
         stored = int(stream["state"]["messages"])
         taken = int(consumer.get("num_ack_pending", 0))
-        size = min(max(stored - taken, 0), q._capacity)
+        size = min(max(stored - taken, 0), spec.capacity)
         return {"queue_size": size, "stored": stored, "puts": int(stream["state"]["last_seq"])}
 
 
@@ -986,6 +1130,17 @@ def _status(msg: Any) -> str | None:
     if headers and not msg.data and "Status" in headers:
         return str(headers["Status"])
     return None
+
+
+def _request_wait(deadline: float | None) -> float:
+    # How long a request waits for its answer: until the call's deadline, but at least
+    # GRACE (a nowait call's round trip) and at most LINGER + GRACE (then it is sent again).
+    return min(max(_left(deadline), GRACE), LINGER + GRACE)
+
+
+def _bounded(deadline: float | None, most: float) -> float:
+    """At most ``most`` seconds, and no later than the deadline (but a round trip's 0.05 s)."""
+    return max(min(_left(deadline), most), 0.05)
 
 
 def _left(deadline: float | None) -> float:

@@ -39,14 +39,10 @@ log.addHandler(logging.NullHandler())  # silent unless the application configure
 NoRespondersError = nats.errors.NoRespondersError
 #: A request that ended in one of these got no answer: the server may be failing over.
 TIMEOUTS: tuple[type[BaseException], ...] = (asyncio.TimeoutError, nats.errors.TimeoutError)
-TRANSIENT: tuple[type[BaseException], ...] = (
-    *TIMEOUTS,
-    nats.errors.NoRespondersError,
-    nats.errors.ConnectionClosedError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.StaleConnectionError,
-    OSError,
-)
+#: What a request to the server may end in while the connection is down or being replaced:
+#: every nats-py error (reconnecting, closed, buffer full while reconnecting, no responders,
+#: flush timeouts...), timeouts and socket errors. Callers retry them up to io_timeout.
+TRANSIENT: tuple[type[BaseException], ...] = (*TIMEOUTS, nats.errors.Error, OSError)
 
 T = TypeVar("T")
 
@@ -100,11 +96,13 @@ def parse_url(url: str) -> Address:
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in ("nats", "tls"):
         raise ValueError(f"not a nats:// URL: {_redact(url)!r}")
+    user = password = token = None
+    cred = None
+    if "@" in rest:  # credentials end at the last "@", whatever (unencoded) they contain
+        cred, _, rest = rest.rpartition("@")
     rest, _, query = rest.partition("?")
     rest = rest.rstrip("/")
-    user = password = token = None
-    if "@" in rest:
-        cred, _, rest = rest.rpartition("@")
+    if cred is not None:
         if ":" in cred:
             user, _, password = cred.partition(":")
             user, password = unquote(user), unquote(password)
@@ -144,7 +142,7 @@ def parse_url(url: str) -> Address:
 
 def _redact(url: str) -> str:
     scheme, sep, rest = url.partition("://")
-    if "@" in rest.partition("?")[0]:
+    if "@" in rest:  # credentials end at the last "@", whatever they contain
         rest = "***@" + rest.rpartition("@")[2]
     return scheme + sep + rest
 
@@ -165,15 +163,17 @@ _lock = threading.RLock()  # a finalizer that closes a handle may run while it i
 _loop: _Loop | None = None
 _exiting = False  # set at interpreter exit, once the loop is stopped for good
 _connections: dict[tuple[Any, ...], _Connection] = {}
+_conn_lock = threading.Lock()  # held only for dict operations, never across an await
 
 
 def _forget() -> None:
     # In a forked child: the parent's thread does not exist here and its sockets are shared
     # with the parent; start over without touching them.
-    global _loop, _lock
+    global _loop, _lock, _conn_lock
     _lock = threading.RLock()
     _loop = None
     _connections.clear()
+    _conn_lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget)
@@ -237,8 +237,11 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         task.add_done_callback(lambda _task: done.release())
 
     lp.call_soon_threadsafe(start)
+    thread = _loop.thread if _loop is not None else None
     try:
-        done.acquire()
+        while not done.acquire(timeout=1.0):
+            if thread is None or not thread.is_alive():
+                raise RuntimeError("the NATS loop thread has died")
     except BaseException:  # KeyboardInterrupt, say: the call ends, on the loop too
         with contextlib.suppress(RuntimeError):
             lp.call_soon_threadsafe(lambda: box[0].cancel() if box else coro.close())
@@ -289,67 +292,75 @@ async def acquire(address: Address, connect_timeout: float, extra: dict[str, Any
         ConnectionError: No server of ``address`` answered within ``connect_timeout``.
     """
     running = asyncio.get_running_loop()
-    for stale in [k for k, c in _connections.items() if c.loop.is_closed()]:
-        del _connections[stale]  # left by an asyncio.run() that has ended: nothing to close
     key = (address, tuple(sorted((k, repr(v)) for k, v in extra.items())), id(running))
-    conn = _connections.get(key)
-    if conn is None or conn.nc.is_closed:
-        refused: list[str] = []
+    with _conn_lock:  # the connections of every loop of the process, in several threads
+        for stale in [k for k, c in _connections.items() if c.loop.is_closed()]:
+            del _connections[stale]  # left by a loop that has ended: nothing to close
+        conn = _connections.get(key)
+        if conn is not None and not conn.nc.is_closed:
+            conn.refs += 1
+            return conn.nc
+    refused: list[bool] = []
 
-        async def on_error(exc: Exception) -> None:
-            if "authorization" in str(exc).lower():
-                refused.append(str(exc))
-            await _log_error(exc)
+    async def on_error(exc: Exception) -> None:
+        if not refused and "authorization" in str(exc).lower():
+            refused.append(True)
+        await _log_error(exc)
 
-        options: dict[str, Any] = {
-            "servers": address.server_urls(),
-            "connect_timeout": connect_timeout,
-            "max_reconnect_attempts": -1,
-            "reconnect_time_wait": 0.25,
-            "allow_reconnect": True,
-            "error_cb": on_error,
-            "disconnected_cb": _log_disconnected,
-            "reconnected_cb": _log_reconnected,
-            **address.credentials(),
-            **extra,  # the caller's options win
-        }
-        try:
-            nc = await asyncio.wait_for(
-                nats.connect(**options), timeout=connect_timeout * len(address.servers) + 1.0
-            )
-        except (asyncio.TimeoutError, OSError, nats.errors.Error) as exc:
-            if refused or "authorization" in str(exc).lower():
-                raise PermissionError(
-                    f"the NATS servers of {address.display} refused the credentials "
-                    "(authorization violation)"
-                ) from None
-            raise ConnectionError(
-                f"no NATS server of {address.display} answered within {connect_timeout} s "
-                f"({type(exc).__name__})"
+    options: dict[str, Any] = {
+        "servers": address.server_urls(),
+        "connect_timeout": connect_timeout,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.25,
+        "allow_reconnect": True,
+        "error_cb": on_error,
+        "disconnected_cb": _log_disconnected,
+        "reconnected_cb": _log_reconnected,
+        **address.credentials(),
+        **extra,  # the caller's options win
+    }
+    try:
+        nc = await asyncio.wait_for(
+            nats.connect(**options), timeout=connect_timeout * len(address.servers) + 1.0
+        )
+    except (asyncio.TimeoutError, OSError, nats.errors.Error) as exc:
+        if refused or "authorization" in str(exc).lower():
+            raise PermissionError(
+                f"the NATS servers of {address.display} refused the credentials "
+                "(authorization violation)"
             ) from None
+        raise ConnectionError(
+            f"no NATS server of {address.display} answered (connect_timeout={connect_timeout} "
+            f"s per server; {type(exc).__name__})"
+        ) from None
+    with _conn_lock:
         conn = _connections.get(key)
         if conn is None or conn.nc.is_closed:
             conn = _connections[key] = _Connection(key, nc, running)
             if _loop is None or running is not _loop.loop:
                 conn.keeper = running.create_task(_keep(conn))
-        else:  # another handle connected meanwhile
-            await _close(nc, connect_timeout)
-    conn.refs += 1
+            spare = None
+        else:  # another handle connected meanwhile: use that one
+            spare = nc
+        conn.refs += 1
+    if spare is not None:
+        await _close(spare, connect_timeout)
     return conn.nc
 
 
 async def release(nc: Any, timeout: float) -> None:
     """Drop one reference to ``nc``; the last one closes it (within ``timeout``)."""
-    for key, conn in list(_connections.items()):
-        if conn.nc is nc:
-            conn.refs -= 1
-            if conn.refs > 0:
+    with _conn_lock:
+        found = next((c for c in _connections.values() if c.nc is nc), None)
+        if found is not None:
+            found.refs -= 1
+            if found.refs > 0:
                 return
-            del _connections[key]
-            if conn.keeper is not None:
-                conn.keeper.cancel()  # it closes the connection
-                await asyncio.wait([conn.keeper], timeout=timeout)
-                return
+            del _connections[found.key]
+    if found is not None and found.keeper is not None:
+        found.keeper.cancel()  # it closes the connection
+        await asyncio.wait([found.keeper], timeout=timeout)
+        return
     await _close(nc, timeout)
 
 
@@ -359,15 +370,16 @@ async def _keep(conn: _Connection) -> None:
     try:
         await asyncio.Event().wait()
     finally:
-        if _connections.get(conn.key) is conn:
-            del _connections[conn.key]
+        with _conn_lock:
+            if _connections.get(conn.key) is conn:
+                del _connections[conn.key]
         await _close(conn.nc, 2.0)
 
 
 async def _close(nc: Any, timeout: float) -> None:
     try:
         await asyncio.wait_for(nc.close(), timeout)
-    except (asyncio.TimeoutError, OSError, nats.errors.Error) as exc:  # a dead server
+    except Exception as exc:  # a dead server; nats-py may fail in several ways closing then
         log.info("nats connection closed without a clean goodbye: %r", exc)
         # nats-py stops its subscriptions' tasks only after a clean goodbye; left running,
         # they would die with the loop, noisily.

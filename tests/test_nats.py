@@ -382,3 +382,75 @@ def test_metrics_say_what_the_server_knows(make: Callable[..., NatsQueue]) -> No
     unknown = {"bytes_in", "bytes_out", "high_water_mark", "put_waits", "put_wait_seconds",
                "get_waits", "get_wait_seconds"}  # fmt: skip
     assert {k for k, v in m.items() if v is None} == unknown
+
+
+# -- one handle, several callers ----------------------------------------------------------------
+
+
+def test_items_reach_a_queue_whose_subject_looks_like_an_ack(
+    make: Callable[..., NatsQueue],
+) -> None:
+    """Ack confirmations and items share a handle's inbox subscription; an item's subject
+    (here full of "a") is never taken for a confirmation."""
+    q = make(name="a" * 60, capacity=4, item_size=64)
+    q.put("kept")
+    assert q.get(timeout=TIMEOUT) == "kept"
+
+
+def test_a_nowait_get_does_not_wait_for_a_blocked_get_of_the_same_handle(
+    make: Callable[..., NatsQueue],
+) -> None:
+    q = make(capacity=4, item_size=64)
+    blocked: list[Any] = []
+    thread = threading.Thread(target=lambda: blocked.append(q.get(timeout=TIMEOUT)), daemon=True)
+    thread.start()
+    io = q._io
+    assert io is not None
+    for _ in range(int(TIMEOUT / 0.01)):  # until the first get holds the handle's pull
+        if io.lock.locked():
+            break
+        threading.Event().wait(0.01)
+    with pytest.raises(Empty):
+        q.get_nowait()
+    assert thread.is_alive()  # the nowait call returned while the blocked one still waits
+    q.put("for the blocked one")
+    thread.join(TIMEOUT)
+    assert blocked == ["for the blocked one"]
+
+
+def test_a_handle_dropped_without_close_is_collected_and_released(nats_url: str) -> None:
+    import gc
+    import weakref
+
+    name = unique_name()
+    keep = shared_queue.connect(nats_url, name, create=True, capacity=2)
+    try:
+        dropped = shared_queue.connect(nats_url, name)
+        dropped.put("x")
+        ref = weakref.ref(dropped)
+        del dropped
+        gc.collect()
+        assert ref() is None
+        assert keep.get(timeout=TIMEOUT) == "x"  # the queue is fine
+    finally:
+        keep.unlink()
+        keep.close()
+
+
+def test_close_ends_concurrent_first_async_calls(make: Callable[..., NatsQueue]) -> None:
+    """Two first async calls on one loop share one connection setup; close() ends both."""
+    q = make(capacity=4, item_size=64)
+
+    async def main() -> list[Any]:
+        calls = [asyncio.ensure_future(q.get_async()) for _ in range(2)]
+        for _ in range(int(TIMEOUT / 0.01)):
+            if len(q._loop_ios) == 1 and all(not c.done() for c in calls):
+                made = next(iter(q._loop_ios.values()))
+                if made.done() and made.result().lock.locked():
+                    break
+            await asyncio.sleep(0.01)
+        q.close()
+        return await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), TIMEOUT)
+
+    results = asyncio.run(main())
+    assert [type(r) for r in results] == [ValueError, ValueError]
