@@ -50,6 +50,7 @@ ROOM_RETRY = 1.0  # a blocked put retries this often even without a room signal 
 LINGER = 2.0  # the longest one pull request waits on the server (seconds)
 GRACE = 0.5  # the least time a request waits for its answer (seconds)
 STALE = 5.0  # an item left in a handle's inbox longer than this is handed back (seconds)
+RECENT = 10.0  # confirmed acks sent again after a fail-over, if confirmed this lately (s)
 DUPLICATE_WINDOW = 120  # how long the server remembers a message id (seconds)
 DEFAULTS: dict[str, float] = {"connect_timeout": 5.0, "io_timeout": 15.0, "ack_wait": 30.0}
 
@@ -60,6 +61,7 @@ _BATCH_DUP = 10201  # "atomic publish batch contains duplicate message id": stor
 _IN_USE = 10058  # "stream name already in use with a different configuration"
 _NOT_FOUND = 10059  # "stream not found"
 _NO_CONSUMER = 10014  # "consumer not found"
+_UNAVAILABLE = 10008  # "JetStream system temporarily unavailable" (e.g. during an election)
 _BATCH_RETRY = (10176, 10210)  # "incomplete batch" (cut by a reconnect), "too many batches"
 
 
@@ -117,23 +119,32 @@ async def _api(nc: Any, subject: str, body: Any, timeout: float, label: str) -> 
     """Send a JetStream API request and return its decoded reply.
 
     Raises:
-        ConnectionError: Nothing answers JetStream requests (no JetStream, or no leader yet),
-            or no answer came within ``timeout``.
+        ConnectionError: Nothing answers JetStream requests (no JetStream), or no answer
+            came within ``timeout`` (it is sent again meanwhile, across a fail-over).
     """
     payload = b"" if body is None else json.dumps(body).encode()
-    try:
-        msg = await nc.request(f"$JS.API.{subject}", payload, timeout=timeout)
-    except _natsio.NoRespondersError:
-        raise ConnectionError(
-            f"queue {label}: nothing answers JetStream requests: the server has no JetStream "
-            "(start nats-server with -js), or a cluster has no JetStream leader yet"
-        ) from None
-    except _natsio.TRANSIENT:
-        raise ConnectionError(
-            f"queue {label}: JetStream did not answer within {timeout} s"
-        ) from None
-    reply: dict[str, Any] = json.loads(msg.data)
-    return reply
+    deadline = time.monotonic() + timeout
+    while True:
+        # In slices: a request sent to a server that dies is not answered by the one the
+        # client reconnects to, so it is sent again.
+        try:
+            msg = await nc.request(f"$JS.API.{subject}", payload,
+                                   timeout=_bounded(deadline, LINGER + GRACE))  # fmt: skip
+        except _natsio.NoRespondersError:
+            raise ConnectionError(
+                f"queue {label}: nothing answers JetStream requests: the server has no "
+                "JetStream (start nats-server with -js)"
+            ) from None
+        except _natsio.TRANSIENT:
+            pass
+        else:
+            reply: dict[str, Any] = json.loads(msg.data)
+            error = reply.get("error")
+            if not (error and error.get("err_code") == _UNAVAILABLE):
+                return reply
+        if _passed(deadline):
+            raise ConnectionError(f"queue {label}: JetStream did not answer within {timeout} s")
+        await asyncio.sleep(min(0.1, max(_left(deadline), 0)))
 
 
 def _reattach(url: str, name: str, run_id: str, options: dict[str, Any]) -> NatsQueue:
@@ -703,6 +714,9 @@ class _Io:
         self.settled = asyncio.Event()  # set while nothing is unconfirmed
         self.settled.set()
         self.acks = 0
+        # Acks confirmed lately, (when, the item's ack subject): sent again after a fail-over.
+        self.recent: collections.deque[tuple[float, str]] = collections.deque()
+        self.troubled = False  # a request went unanswered since the last one that was answered
         self.checker: asyncio.Task[None] | None = None
         self.signal: asyncio.Task[None] | None = None
 
@@ -928,6 +942,7 @@ class _Io:
                         with contextlib.suppress(_NoAnswer):  # keep the one there is
                             msgs += await self._pull(n - 1, None, None, taken=msgs)
             except _NoAnswer as exc:
+                self.troubled = True
                 await self._check_exists(exc, deadline)
                 silent_since = silent_since or sent
                 self._unanswered(silent_since)
@@ -936,6 +951,8 @@ class _Io:
                 await asyncio.sleep(min(0.1, _left(deadline)))
                 continue
             silent_since = None
+            if self.troubled:
+                await self._ack_again()
             if msgs or not block or _passed(deadline):
                 return msgs
             first = False
@@ -1042,9 +1059,14 @@ class _Io:
             self.checker = asyncio.ensure_future(self._check_acks())
 
     def _confirmed(self, reply: str) -> None:
-        if self.unconfirmed.pop(reply, None) is None:
+        done = self.unconfirmed.pop(reply, None)
+        if done is None:
             return
         self.sent_at.pop(reply, None)
+        now = time.monotonic()
+        self.recent.append((now, done[0].reply))
+        while self.recent and now - self.recent[0][0] > RECENT:
+            self.recent.popleft()
         if not self.unconfirmed:
             self.settled.set()
         if self.signal is None or self.signal.done():  # one room post per burst: puts retry
@@ -1089,6 +1111,17 @@ class _Io:
             if self.nc.is_connected:
                 with contextlib.suppress(*_natsio.TRANSIENT):
                     await self.nc.publish(m.reply, b"+ACK", reply=again)
+
+    async def _ack_again(self) -> None:
+        # The consumer answers again after going unanswered: it may have a new leader, which
+        # need not know of acks its predecessor confirmed just before it died (they are
+        # replicated after they are confirmed), and would deliver those items again after
+        # ack_wait. So the acks confirmed lately are sent once more; for an item already gone
+        # the server ignores them.
+        self.troubled = False
+        for _, subject in self.recent:
+            with contextlib.suppress(*_natsio.TRANSIENT):
+                await self.nc.publish(subject, b"+ACK")
 
     async def _nak(self, msgs: list[Any]) -> None:
         for m in msgs:

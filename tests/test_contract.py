@@ -48,7 +48,7 @@ NATS_NONE_METRICS = frozenset(
     }
 )  # what a NATS server keeps no count of: None in NatsQueue.get_metrics()
 
-ctx = ctx_fixture("fork", "spawn")
+ctx = ctx_fixture("fork", "spawn", "forkserver")
 
 
 # -- the backend fixture --------------------------------------------------------------------
@@ -532,8 +532,8 @@ def test_pickled_typed_handle_keeps_its_type(backend: Backend) -> None:
 
 
 def test_handle_passed_to_a_child(backend: Backend, ctx: BaseContext) -> None:
-    """A handle given to a child process (pickled under spawn, inherited under fork) puts
-    items the parent gets, in order."""
+    """A handle given to a child process (pickled under spawn and forkserver, inherited under
+    fork) puts items the parent gets, in order."""
     q = backend.make(capacity=20, item_size=512)
     q.put("before", timeout=TIMEOUT)  # the parent has used its handle: connections are open
     assert q.get(timeout=TIMEOUT) == "before"
