@@ -27,7 +27,7 @@ from typing import Any, cast
 import posix_ipc
 
 from . import _sync
-from ._base import _positive_int
+from ._base import _check_timeout, _positive_int
 from ._errors import Empty, Full
 from ._queue import QueueCore
 from ._serialize import Parts
@@ -219,8 +219,7 @@ class SharedMemoryQueue(QueueCore):
         # The sync core, tried without blocking; in between, an await on the semaphore (or,
         # for a batch put, on `room`) that the handle's waiter thread takes counts from. The
         # await is the only suspension point, so cancellation cannot split an operation.
-        if timeout is not None and not timeout >= 0:  # NaN is neither < 0 nor >= 0
-            raise ValueError("'timeout' must be a non-negative number")
+        _check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         seg = self._segment()
         batch = put and n > 1

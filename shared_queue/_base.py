@@ -52,6 +52,12 @@ def _typed_slots(
     return dt, dims
 
 
+def _check_timeout(timeout: float | None) -> None:
+    """Raise ValueError unless ``timeout`` is None or a non-negative number (not NaN)."""
+    if timeout is not None and not timeout >= 0:  # NaN is neither < 0 nor >= 0
+        raise ValueError("'timeout' must be a non-negative number")
+
+
 def _check_mode(
     label: str,
     queue: tuple[bool, np.dtype[Any] | None, tuple[int, ...] | None],
@@ -219,11 +225,15 @@ class QueueBase:
                 ) from exc
         size = payload_size(data)
         if size > self._item_size:
-            raise ValueError(
-                f"item of {size} bytes exceeds item_size={self._item_size} of queue "
-                f"{self._label} (create it with a larger item_size)"
-            )
+            raise self._too_large(size)
         return data
+
+    def _too_large(self, size: int) -> ValueError:
+        """The error for an item of ``size`` bytes that does not fit this queue's items."""
+        return ValueError(
+            f"item of {size} bytes exceeds item_size={self._item_size} of queue "
+            f"{self._label} (create it with a larger item_size)"
+        )
 
     def _batch_payloads(self, items: Iterable[Any]) -> list[bytes | Parts]:
         self._check_open()  # a closed handle raises even for an empty batch

@@ -229,9 +229,7 @@ class _Bridge:
         if self.passthrough:
             size = len(payload)
             if size > dst.item_size:
-                exc = ValueError(
-                    f"item of {size} bytes exceeds item_size={dst.item_size} of queue {_where(dst)}"
-                )
+                exc = dst._too_large(size)
                 raise _Refused(index, exc, str(exc))
             return _part(payload)
         try:

@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _metrics, _natsio
-from ._base import QueueBase, _check_mode, _positive_int, _typed_slots
+from ._base import QueueBase, _check_mode, _check_timeout, _positive_int, _typed_slots
 from ._errors import Empty, Full, IncompatibleQueueError
 from ._names import base_name, describe
 from ._serialize import Parts, PickleCodec, RawCodec, descriptor, dtype_from_bytes, dtype_to_bytes
@@ -226,8 +226,7 @@ class NatsQueue(QueueBase):
         self._label = f"{describe(name, run_id)} at {address.display}"
         self._settings = settings
         self._options = options
-        self._io_timeout: float = settings["io_timeout"]
-        self._spec = _Spec(self._label, address.display, self._stream, capacity,
+        self._spec = _Spec(self._label, address.display, self._stream, 0,  # capacity: _open
                            settings["io_timeout"], settings["connect_timeout"])  # fmt: skip
         self._ios_lock = threading.RLock()  # guards _io, _loop_ios, _pid across threads
         self._pending = collections.deque()
@@ -245,7 +244,7 @@ class NatsQueue(QueueBase):
         self._loop_ios: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[_Io]]
         self._loop_ios = weakref.WeakKeyDictionary()
         meta = _natsio.run(self._open(create, capacity, item_size, raw, typed))
-        self._capacity = self._spec.capacity = int(meta["capacity"])
+        self._capacity = self._spec.capacity  # _open read it from the stream
         self._item_size = int(meta["item_size"])
         self._dtype = (
             dtype_from_bytes(base64.b64decode(meta["dtype"])) if meta.get("dtype") else None
@@ -311,7 +310,7 @@ class NatsQueue(QueueBase):
     async def _api(
         self, nc: Any, subject: str, body: Any = None, timeout: float | None = None
     ) -> dict[str, Any]:
-        timeout = self._io_timeout if timeout is None else timeout
+        timeout = self._spec.io_timeout if timeout is None else timeout
         return await _api(nc, subject, body, timeout, self._label)
 
     async def _create(
@@ -678,8 +677,7 @@ def _flat(payload: bytes | Parts) -> bytes:
 
 def _deadline(timeout: float | None, block: bool) -> float | None:
     """Return the monotonic deadline of a call: now for nowait, None for no limit."""
-    if timeout is not None and not timeout >= 0:  # NaN is neither < 0 nor >= 0
-        raise ValueError("'timeout' must be a non-negative number")
+    _check_timeout(timeout)
     if not block:
         return time.monotonic()
     return None if timeout is None else time.monotonic() + timeout
@@ -700,6 +698,8 @@ class _Io:
         self.inbox = nc.new_inbox()
         self.ack_prefix = f"{self.inbox}.a"  # ack confirmations come to <inbox>.a<n>
         self.requests = 0
+        self.id_prefix = uuid.uuid4().hex  # message and batch ids: this prefix and a count
+        self.ids = 0
         self.sub: Any = None
         # What the server sent to the inbox (items and pull statuses), with when it came.
         self.inq: asyncio.Queue[tuple[Any, float]] = asyncio.Queue()
@@ -782,12 +782,16 @@ class _Io:
             )
 
     # -- put --------------------------------------------------------------------------------
+    def _next_id(self) -> str:
+        self.ids += 1
+        return f"{self.id_prefix}{self.ids}"
+
     async def put(self, datas: list[bytes], block: bool, deadline: float | None) -> None:
         with self._call():
             await self._put(datas, block, deadline)
 
     async def _put(self, datas: list[bytes], block: bool, deadline: float | None) -> None:
-        msg_id = uuid.uuid4().hex  # the same on every retry: stored once
+        msg_id = self._next_id()  # the same on every retry: stored once
         silent_since: float | None = None
         backoff = 0.05
         recheck = 3
@@ -846,7 +850,7 @@ class _Io:
                 msg = await self.nc.request(subject, datas[0], timeout=wait,
                                             headers={"Nats-Msg-Id": msg_id})  # fmt: skip
             else:
-                batch = uuid.uuid4().hex
+                batch = self._next_id()
                 last = len(datas) - 1
                 for i, data in enumerate(datas[:-1]):
                     await self.nc.publish(subject, data, headers={

@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from . import _layout as L
 from . import _metrics, _sync
-from ._base import QueueBase, _check_mode, _positive_int, _typed_slots
+from ._base import QueueBase, _check_mode, _check_timeout, _positive_int, _typed_slots
 from ._errors import Empty, Full
 from ._names import describe
 from ._segment import SEM_VALUE_MAX, Segment
@@ -210,10 +210,7 @@ class QueueCore(QueueBase):
         desc = descriptor(dt, dims)
         size = len(desc) + dt.itemsize * math.prod(dims)
         if size > self._item_size:
-            raise ValueError(
-                f"item of {size} bytes exceeds item_size={self._item_size} of queue "
-                f"{self._label} (create it with a larger item_size)"
-            )
+            raise self._too_large(size)
         out: list[int] = []
         if not self._transfer(True, _VIEW, out, 1, 1, block, timeout):
             raise Full(f"queue {self._label} is full (capacity={self._capacity})")
@@ -398,8 +395,8 @@ class QueueCore(QueueBase):
         waits after a non-blocking try (the async path), and ``since`` when it started waiting
         (monotonic ns), for the metrics.
         """
-        if timeout is not None and not timeout >= 0:  # NaN is neither < 0 nor >= 0
-            raise ValueError("'timeout' must be a non-negative number")
+        if timeout is not None and not timeout >= 0:  # inline: the hot path
+            _check_timeout(timeout)
         seg = self._seg
         if seg is None:
             raise ValueError(f"queue {self._label}: this handle is closed")
