@@ -22,14 +22,14 @@ import os
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import Any
 
 import posix_ipc
 
 from . import _sync
 from ._base import _check_timeout, _positive_int
 from ._errors import Empty, Full
-from ._queue import QueueCore
+from ._queue import _BATCH, _ENCODED, _ITEMS, _WILL_WAIT, QueueCore
 from ._serialize import Parts
 
 
@@ -201,7 +201,7 @@ class SharedMemoryQueue(QueueCore):
             Empty: No item arrived within ``timeout``.
             ValueError: The handle is closed (also while waiting).
         """
-        return self._decode(await self._async(False, None, 1, timeout))[0]
+        return (await self._async(False, None, 1, timeout))[0]
 
     async def get_batch_async(self, max_items: int, timeout: float | None = None) -> list[Any]:
         """Remove and return 1 to ``max_items`` items, waiting for the first without blocking.
@@ -211,7 +211,7 @@ class SharedMemoryQueue(QueueCore):
             ValueError: ``max_items`` is not positive, or the handle is closed.
         """
         _positive_int("max_items", max_items, 2**63 - 1)
-        return self._decode(await self._async(False, None, max_items, timeout))
+        return await self._async(False, None, max_items, timeout)
 
     async def _async(
         self, put: bool, payloads: list[bytes | Parts] | None, n: int, timeout: float | None
@@ -222,15 +222,18 @@ class SharedMemoryQueue(QueueCore):
         _check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         seg = self._segment()
+        if not put and self._items.pending:
+            items = self._items.decode(self._items.from_pending(n))
+            if items:
+                return items
         batch = put and n > 1
         since = 0  # when the first try failed: the wait counts in the metrics
         while True:
             try:
                 if put:
-                    self._put(cast("list[bytes | Parts]", payloads), False, None,
-                              will_wait=True, since=since)  # fmt: skip
+                    self._ring.put(payloads, _BATCH | _ENCODED | _WILL_WAIT, False, None, since)
                     return []
-                return self._take(n, False, None, since=since)
+                return self._ring.get(n, _ITEMS, False, None, since)  # type: ignore[no-any-return]
             except (Full, Empty):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:

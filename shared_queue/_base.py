@@ -10,8 +10,9 @@ payloads out) and ``_check_open``; ``_queue.QueueCore`` moves them through share
 from __future__ import annotations
 
 import collections
+import contextlib
 import pickle
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -77,6 +78,117 @@ def _check_mode(
         raise ValueError(f"queue {label} is pickle, not raw (attach without raw=True)")
 
 
+class Items:
+    """One queue's items: how they become payloads and back, and the limits they must meet.
+
+    Both backends use one; the shared-memory core (``_core.Ring``) calls its methods for what
+    its own fast path (a plain pickle) does not cover.
+
+    Args:
+        label: The queue's name, for messages.
+        item_size: The largest payload in bytes.
+        codec: The queue's codec (pickle or raw).
+        batch_limit: The most items one put_batch may hold, and the name of that limit.
+    """
+
+    def __init__(
+        self,
+        label: str,
+        item_size: int,
+        codec: PickleCodec | RawCodec,
+        batch_limit: tuple[int, str],
+    ) -> None:
+        self.label = label
+        self.item_size = item_size
+        self.codec = codec
+        self.batch_limit = batch_limit
+        # Payloads this handle took from the queue but has not returned yet: the items after
+        # one that failed to decode in a batch (see decode_failed).
+        self.pending: collections.deque[Any] = collections.deque()
+
+    def dumps(self, item: Any) -> bytes | Parts:
+        """Return the payload of ``item``, checked against item_size.
+
+        Serializing and checking come before any semaphore or lock is touched, so that a bad
+        item never holds a slot.
+        """
+        codec = self.codec
+        if codec.raw:
+            data: bytes | Parts = codec.encode(item)  # raises its own TypeError/ValueError
+        else:
+            try:
+                data = codec.encode(item)
+            except Exception as exc:
+                raise TypeError(
+                    f"item of type {type(item).__name__} cannot be pickled for queue "
+                    f"{self.label}: {exc}"
+                ) from exc
+        size = payload_size(data)
+        if size > self.item_size:
+            raise self.too_large(size)
+        return data
+
+    def too_large(self, size: int) -> ValueError:
+        """The error for an item of ``size`` bytes that does not fit this queue's items."""
+        return ValueError(
+            f"item of {size} bytes exceeds item_size={self.item_size} of queue "
+            f"{self.label} (create it with a larger item_size)"
+        )
+
+    def too_many(self, n: int) -> ValueError:
+        """The error for a batch of ``n`` items, more than one put_batch may hold."""
+        limit, what = self.batch_limit
+        return ValueError(f"batch of {n} items exceeds {what}={limit} of queue {self.label}")
+
+    def payloads(self, items: Iterable[Any]) -> list[bytes | Parts]:
+        """Return the payloads of a batch, checked against item_size and the batch limit."""
+        payloads = [self.dumps(item) for item in items]
+        if len(payloads) > self.batch_limit[0]:
+            raise self.too_many(len(payloads))
+        return payloads
+
+    def decode(self, payloads: list[Any]) -> list[Any]:
+        """Return the items of ``payloads`` (see decode_failed for one that does not decode)."""
+        decode = self.codec.decode
+        items = []
+        for i, payload in enumerate(payloads):
+            try:
+                items.append(decode(payload))
+            except Exception as exc:
+                return self.decode_failed(items, payloads, i, exc)
+        return items
+
+    def decode_failed(
+        self, items: list[Any], payloads: list[Any], i: int, exc: Exception
+    ) -> list[Any]:
+        """Payload ``i`` did not decode: it is consumed, and those behind it stay with this
+        handle for its next gets. Return ``items`` (decoded before it) if there are any, and
+        raise for the failed one on the next get; else raise now."""
+        self.pending.extendleft(reversed(payloads[i + 1 :]))
+        if items:
+            self.pending.appendleft(payloads[i])  # raise on the next get, in order
+            return items
+        if self.codec.raw:
+            raise exc  # RawCodec's ValueError names the queue, the item and the fault
+        raise pickle.UnpicklingError(
+            f"item of {len(payloads[i])} bytes from queue {self.label} could not be "
+            f"unpickled: {exc!r}"
+        ) from exc
+
+    def from_pending(self, max_items: int) -> list[Any]:
+        """Take up to ``max_items`` payloads kept by decode_failed (none if another thread
+        took them first)."""
+        out: list[Any] = []
+        with contextlib.suppress(IndexError):  # another thread emptied it first
+            while self.pending and len(out) < max_items:
+                out.append(self.pending.popleft())
+        return out
+
+    def hooks(self) -> tuple[Callable[..., Any], ...]:
+        """What the compiled core calls: (dumps, too_large, too_many, decode, decode_failed)."""
+        return self.dumps, self.too_large, self.too_many, self.codec.decode, self.decode_failed
+
+
 _Q = TypeVar("_Q", bound="QueueBase")
 
 
@@ -91,19 +203,12 @@ class QueueBase:
     _label: str
     _capacity: int
     _item_size: int
-    _codec: PickleCodec | RawCodec
-    # Payloads this handle took from the queue but has not returned yet: the items after
-    # one that failed to decode in a batch (see _decode).
-    _pending: collections.deque[Any]
+    _items: Items
 
     # -- what a backend provides ------------------------------------------------------------
     def _check_open(self) -> None:
         """Raise ValueError if this handle is closed."""
         raise NotImplementedError
-
-    def _batch_limit(self) -> tuple[int, str]:
-        """Return the most items one put_batch may hold, and the name of that limit."""
-        return self._capacity, "capacity"
 
     def _put(self, payloads: list[bytes | Parts], block: bool, timeout: float | None) -> None:
         """Put all ``payloads`` or none; raise Full if no room came in time."""
@@ -118,6 +223,10 @@ class QueueBase:
         raise NotImplementedError
 
     # -- properties -------------------------------------------------------------------------
+    @property
+    def _codec(self) -> PickleCodec | RawCodec:
+        return self._items.codec
+
     @property
     def name(self) -> str:
         """The queue's name."""
@@ -141,7 +250,7 @@ class QueueBase:
     @property
     def raw(self) -> bool:
         """Whether items travel as raw array bytes rather than pickles."""
-        return self._codec.raw
+        return self._items.codec.raw
 
     # -- put --------------------------------------------------------------------------------
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
@@ -210,58 +319,18 @@ class QueueBase:
         self.close()
 
     def _dumps(self, item: Any) -> bytes | Parts:
-        # Serialize and check the size before touching any semaphore or lock, so that a bad
-        # item never holds a slot.
-        codec = self._codec
-        if codec.raw:
-            data: bytes | Parts = codec.encode(item)  # raises its own TypeError/ValueError
-        else:
-            try:
-                data = codec.encode(item)
-            except Exception as exc:
-                raise TypeError(
-                    f"item of type {type(item).__name__} cannot be pickled for queue "
-                    f"{self._label}: {exc}"
-                ) from exc
-        size = payload_size(data)
-        if size > self._item_size:
-            raise self._too_large(size)
-        return data
+        return self._items.dumps(item)
 
     def _too_large(self, size: int) -> ValueError:
-        """The error for an item of ``size`` bytes that does not fit this queue's items."""
-        return ValueError(
-            f"item of {size} bytes exceeds item_size={self._item_size} of queue "
-            f"{self._label} (create it with a larger item_size)"
-        )
+        return self._items.too_large(size)
+
+    def _batch_limit(self) -> tuple[int, str]:
+        """Return the most items one put_batch may hold, and the name of that limit."""
+        return self._items.batch_limit
 
     def _batch_payloads(self, items: Iterable[Any]) -> list[bytes | Parts]:
         self._check_open()  # a closed handle raises even for an empty batch
-        payloads = [self._dumps(item) for item in items]
-        limit, what = self._batch_limit()
-        if len(payloads) > limit:
-            raise ValueError(
-                f"batch of {len(payloads)} items exceeds {what}={limit} of queue {self._label}"
-            )
-        return payloads
+        return self._items.payloads(items)
 
     def _decode(self, payloads: list[Any]) -> list[Any]:
-        decode = self._codec.decode
-        items = []
-        for i, payload in enumerate(payloads):
-            try:
-                items.append(decode(payload))
-            except Exception as exc:
-                # The failed item is consumed; the ones behind it stay with this handle and
-                # come out of its next gets.
-                self._pending.extendleft(reversed(payloads[i + 1 :]))
-                if items:
-                    self._pending.appendleft(payload)  # raise on the next get, in order
-                    return items
-                if self._codec.raw:
-                    raise  # RawCodec's ValueError names the queue, the item and the fault
-                raise pickle.UnpicklingError(
-                    f"item of {len(payload)} bytes from queue {self._label} could not be "
-                    f"unpickled: {exc!r}"
-                ) from exc
-        return items
+        return self._items.decode(payloads)

@@ -60,6 +60,13 @@ typedef struct {
      * semaphores, which they still use. Both change only with the GIL held. */
     int busy, closing, unmapping;
     int waiting[3]; /* of them, in a wait on free, fill, room: close() wakes them */
+    /* items: the largest payload, and the queue's own Python hooks for what is not hot
+     * (shared_queue._base.Items): encode an item the C pickler alone cannot, the errors for an
+     * item or a batch too large, decode a payload that is not a plain pickle, and what a get
+     * does with a payload that does not decode */
+    Py_ssize_t item_size;
+    PyObject *encode, *too_large, *too_many, *decode, *decode_failed;
+    PyObject *Full, *Empty, *full_msg, *empty_msg, *closed_msg; /* the errors, with the queue's name */
 } Ring;
 
 static void ring_release_resources(Ring *r);
@@ -240,7 +247,7 @@ static int lock(Ring *r, int side, double deadline, int signals) {
                 if (rc == EOWNERDEAD) pthread_mutex_consistent(m);
                 pthread_mutex_unlock(m);
             }
-            PyErr_SetString(PyExc_ValueError, "the queue handle was closed");
+            PyErr_SetObject(PyExc_ValueError, r->closed_msg);
             return -1;
         }
     }
@@ -421,19 +428,15 @@ static void payloads_free(Payloads *p) {
     if (p->views != p->views_) PyMem_Free(p->views);
 }
 
-static int payloads_get(PyObject *list, Payloads *p) {
-    p->n = p->nparts = p->total = 0;
+static int payloads_get(PyObject *const *xs, Py_ssize_t n, Payloads *p) {
+    p->n = n;
+    p->nparts = p->total = 0;
     p->sizes = p->first = p->len = NULL;
     p->ptr = NULL;
     p->views = NULL;
-    if (!PyList_Check(list)) {
-        PyErr_SetString(PyExc_TypeError, "payloads must be a list");
-        return -1;
-    }
-    p->n = PyList_GET_SIZE(list);
     Py_ssize_t parts = 0;
     for (Py_ssize_t i = 0; i < p->n; i++) {
-        PyObject *x = PyList_GET_ITEM(list, i);
+        PyObject *x = xs[i];
         parts += PyBytes_CheckExact(x) ? 1 : (PyTuple_Check(x) ? PyTuple_GET_SIZE(x) : 1);
     }
     if (p->n <= SMALL && parts <= SMALL) {
@@ -455,7 +458,7 @@ static int payloads_get(PyObject *list, Payloads *p) {
     }
     Py_ssize_t j = 0;
     for (Py_ssize_t i = 0; i < p->n; i++) {
-        PyObject *x = PyList_GET_ITEM(list, i);
+        PyObject *x = xs[i];
         p->first[i] = j;
         if (PyBytes_CheckExact(x)) {
             p->ptr[j] = PyBytes_AS_STRING(x);
@@ -481,6 +484,7 @@ static int payloads_get(PyObject *list, Payloads *p) {
     p->nparts = j;
     return 0;
 }
+
 
 /* Copy payload i into the blob at `dst`; with `half`, only the first half of it. */
 static void copy_payload(Payloads *p, Py_ssize_t i, char *dst, int half) {
@@ -519,7 +523,7 @@ static PyObject *result(PyObject *first, int n, Py_ssize_t a, Py_ssize_t b, Py_s
 /* -- the Ring type --------------------------------------------------------------------------- */
 static int ring_check(Ring *r) {
     if (!r->open) {
-        PyErr_SetString(PyExc_ValueError, "the ring is closed");
+        PyErr_SetObject(PyExc_ValueError, r->closed_msg ? r->closed_msg : Py_None);
         return -1;
     }
     return 0;
@@ -538,51 +542,55 @@ static void ask_room(Ring *r) {
     __atomic_thread_fence(__ATOMIC_SEQ_CST); /* see wake_room */
 }
 
-/* put(payloads, tokens, waited_ns, lock_deadline, will_wait, roomed)
- *   -> (moved, tokens, room, on_room); moved -1: the lock was not had by the deadline;
- *   on_room 1: a batch the ring has no room for, 2: the pool has too few FREE slots (both
- *   wait on `room`, asked for with room_wait_until when will_wait). */
-static PyObject *Ring_put_impl(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 6) return PyErr_Format(PyExc_TypeError, "put takes 6 arguments");
-    if (ring_check(r) < 0) return NULL;
-    Py_ssize_t tokens = PyLong_AsSsize_t(args[1]);
-    uint64_t waited = PyLong_AsUnsignedLongLong(args[2]);
-    double deadline = PyFloat_AsDouble(args[3]);
-    int will_wait = PyObject_IsTrue(args[4]), roomed = PyObject_IsTrue(args[5]);
-    if (PyErr_Occurred()) return NULL;
-    Payloads p;
-    if (payloads_get(args[0], &p) < 0) return NULL;
-    Py_ssize_t n = p.n, moved = 0, room = 0;
-    int on_room = 0;
+/* -- attempts -------------------------------------------------------------------------------- */
+/* What one call moves, and what it got. An attempt takes counts, locks its side, checks the
+ * header (the truth; the counts are a sleepable estimate), moves, commits, unlocks and posts. */
+enum { OP_PUT, OP_GET, OP_CLAIM_PUT, OP_CLAIM_GET };
+typedef struct {
+    int op;
+    int will_wait;          /* puts: ask for `room` when there is none (the caller will wait) */
+    Payloads *p;            /* OP_PUT */
+    Py_ssize_t want, limit; /* counts to hold; OP_GET: the most items to take */
+    uint64_t owner;         /* claims: this process's owner id */
+    PyObject *got;          /* OP_GET: the payloads taken (a new list) */
+    Py_ssize_t off, size;   /* claims: the slot's offset; OP_CLAIM_GET: the item's size */
+} Op;
+
+/* Each attempt returns 1 moved, 0 not (no items, no room), -2 the lock was not had by
+ * `deadline`, -1 error; *tokens is what the caller holds afterwards, *on_room says why a put
+ * found no room: 1 a batch the ring has no room for, 2 the pool has too few FREE slots. */
+static int put_attempt(Ring *r, Op *op, Py_ssize_t *tokens, uint64_t waited, double deadline,
+                       int roomed, int *on_room) {
+    Payloads *p = op->p;
+    Py_ssize_t n = p->n, moved = 0;
     Py_ssize_t local[8], *slots = n <= 8 ? local : PyMem_Malloc(sizeof *slots * n);
     if (!slots) {
-        payloads_free(&p);
-        return PyErr_NoMemory();
+        PyErr_NoMemory();
+        return -1;
     }
-    int locked = begin(r, 0, n, &tokens, deadline);
+    int locked = begin(r, 0, n, tokens, deadline);
     if (locked <= 0) {
         if (slots != local) PyMem_Free(slots);
-        payloads_free(&p);
-        return locked < 0 ? NULL : INTS4(-1, tokens, 0, 0);
+        return locked < 0 ? -1 : -2;
     }
     uint64_t tail = rlx(P64(r, r->tail));
     Py_ssize_t used = (Py_ssize_t)(tail + rlx(P64(r, r->reserved)) - acq(P64(r, r->head)));
-    room = r->capacity - used;
+    Py_ssize_t room = r->capacity - used;
     if (room < n) {
-        on_room = n > 1;       /* a batch waits for room on `room` */
+        *on_room = n > 1;       /* a batch waits for room on `room` */
     } else if (!find_free(r, n, slots)) {
-        on_room = 2;           /* the ring has room, the pool not: views hold the slots */
+        *on_room = 2;           /* the ring has room, the pool not: views hold the slots */
     } else {
-        int nogil = p.total >= BIG_COPY && crash_point == CP_NONE;
+        int nogil = p->total >= BIG_COPY && crash_point == CP_NONE;
         if (nogil) r->busy++;
         PyThreadState *ts = nogil ? PyEval_SaveThread() : NULL;
         for (Py_ssize_t i = 0; i < n; i++) {
             char *blob = slot(r, slots[i]) + r->s_blob;
             if (crash_point == CP_MID_COPY && crash_side == 0 && i == crash_count) {
-                copy_payload(&p, i, blob, 1);
+                copy_payload(p, i, blob, 1);
                 crash(CP_MID_COPY, 0);
             }
-            copy_payload(&p, i, blob, 0);
+            copy_payload(p, i, blob, 0);
         }
         if (ts) {
             PyEval_RestoreThread(ts);
@@ -590,63 +598,55 @@ static PyObject *Ring_put_impl(Ring *r, PyObject *const *args, Py_ssize_t nargs)
         }
         /* The slots leave the pool only now, so a put killed while copying leaves them FREE. */
         for (Py_ssize_t i = 0; i < n; i++) {
-            rel((uint64_t *)slot(r, slots[i]), (uint64_t)p.sizes[i] | (uint64_t)r->READY << 32);
+            rel((uint64_t *)slot(r, slots[i]), (uint64_t)p->sizes[i] | (uint64_t)r->READY << 32);
             __atomic_store_n(ring_entry(r, tail + i), (uint32_t)slots[i], __ATOMIC_RELEASE);
         }
         add(P64(r, r->allocs), n);
         rel(P64(r, r->tail), tail + n); /* commit point: the items are visible from here on */
         crash(CP_HELD_COMMIT, 0);
         add(P64(r, r->puts), n);
-        add(P64(r, r->bytes_in), p.total);
+        add(P64(r, r->bytes_in), p->total);
         if ((uint64_t)(used + n) > rlx(P64(r, r->high))) set(P64(r, r->high), used + n);
         record_wait(r, r->put_waits, r->put_wait_ns, waited);
         moved = n;
         room -= n;
     }
     if (!moved) crash(CP_NO_ROOM, 0);
-    if (!moved && on_room && will_wait) ask_room(r);
+    if (!moved && *on_room && op->will_wait) ask_room(r);
     unlock(r, 0);
     if (slots != local) PyMem_Free(slots);
-    payloads_free(&p);
     if (moved) {
         crash(CP_BEFORE_POST, 0);
         post(r->fill, n);
         if (roomed && rlx(P64(r, r->room_wait)) && pool_free(r) > 0) wake_room(r); /* pass it on */
-        tokens = 0; /* used, or surplus counts that the header did not back */
-    } else if (tokens > room) {
-        tokens = room < 0 ? 0 : room; /* the rest were surplus */
+        *tokens = 0; /* used, or surplus counts that the header did not back */
+        return 1;
     }
-    return INTS4(moved, tokens, room, on_room);
+    if (*tokens > room) *tokens = room < 0 ? 0 : room; /* the rest were surplus */
+    return 0;
 }
 
-/* get(limit, want, tokens, waited_ns, lock_deadline) -> (items, tokens, left);
- * items None: the lock was not had by the deadline. */
-static PyObject *Ring_get_impl(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 5) return PyErr_Format(PyExc_TypeError, "get takes 5 arguments");
-    if (ring_check(r) < 0) return NULL;
-    Py_ssize_t limit = PyLong_AsSsize_t(args[0]), want = PyLong_AsSsize_t(args[1]);
-    Py_ssize_t tokens = PyLong_AsSsize_t(args[2]);
-    uint64_t waited = PyLong_AsUnsignedLongLong(args[3]);
-    double deadline = PyFloat_AsDouble(args[4]);
-    if (PyErr_Occurred()) return NULL;
-    Py_ssize_t had = tokens;
-    int locked = begin(r, 1, want, &tokens, deadline);
-    if (locked < 0) return NULL;
-    if (!locked) return result(Py_NewRef(Py_None), 3, tokens, 0, 0, 0);
+static int get_attempt(Ring *r, Op *op, Py_ssize_t *tokens, uint64_t waited, double deadline) {
+    Py_ssize_t had = *tokens;
+    int locked = begin(r, 1, op->want, tokens, deadline);
+    if (locked <= 0) return locked < 0 ? -1 : -2;
     uint64_t head = rlx(P64(r, r->head));
     Py_ssize_t avail = (Py_ssize_t)(acq(P64(r, r->tail)) - head);
-    Py_ssize_t k = avail < limit ? avail : limit;
+    Py_ssize_t k = avail < op->limit ? avail : op->limit;
     if (k < 1) {
         unlock(r, 1);
-        PyObject *none = PyList_New(0);
-        return none ? result(none, 3, 0, 0, 0, 0) : NULL;
+        *tokens = 0; /* surplus: the header has no item for them */
+        return 0;
     }
     /* The list is made after the unlock: making it may run the garbage collector, and so
      * finalizers (Python code) -- never under a lock. The copies' bytes objects cannot. */
-    PyObject *items = NULL, *xlocal[8], **xs = k <= 8 ? xlocal : PyMem_Calloc(k, sizeof *xs);
+    PyObject *xlocal[8], **xs = k <= 8 ? xlocal : PyMem_Calloc(k, sizeof *xs);
     char *local[8], **sls = k <= 8 ? local : PyMem_Malloc(sizeof *sls * k);
     Py_ssize_t made = 0;
-    if (!xs || !sls) goto fail;
+    if (!xs || !sls) {
+        PyErr_NoMemory();
+        goto fail;
+    }
     Py_ssize_t nbytes = 0;
     for (Py_ssize_t i = 0; i < k; i++) {
         if (crash_point == CP_MID_COPY && crash_side == 1 && i == crash_count) crash(CP_MID_COPY, 1);
@@ -683,61 +683,480 @@ static PyObject *Ring_get_impl(Ring *r, PyObject *const *args, Py_ssize_t nargs)
     crash(CP_BEFORE_POST, 1);
     post(r->free, k);
     wake_room(r);
-    items = PyList_New(k);
+    *tokens = 0;
+    PyObject *items = PyList_New(k);
     if (!items) {
         for (Py_ssize_t i = 0; i < k; i++) Py_DECREF(xs[i]); /* taken, and lost: out of memory */
         if (xs != xlocal) PyMem_Free(xs);
-        return NULL;
+        return -1;
     }
     for (Py_ssize_t i = 0; i < k; i++) PyList_SET_ITEM(items, i, xs[i]);
     if (xs != xlocal) PyMem_Free(xs);
-    return result(items, 3, 0, avail - k, 0, 0);
+    op->got = items;
+    return 1;
 fail:
     unlock(r, 1); /* nothing committed: the items stay */
     for (Py_ssize_t i = 0; i < made; i++) Py_DECREF(xs[i]);
     if (xs && xs != xlocal) PyMem_Free(xs);
     if (sls && sls != local) PyMem_Free(sls);
-    post(r->fill, tokens - had);
-    return NULL;
+    post(r->fill, *tokens - had);
+    *tokens = had;
+    return -1;
 }
 
-/* claim_put(owner, tokens, waited_ns, lock_deadline, will_wait) -> (off, tokens, room, on_room):
- * a FREE slot for a put_view (WRITING) and a reserved ring entry; off -1 none, -2 timed out. */
-static PyObject *Ring_claim_put_impl(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 5) return PyErr_Format(PyExc_TypeError, "claim_put takes 5 arguments");
-    if (ring_check(r) < 0) return NULL;
-    uint64_t owner = PyLong_AsUnsignedLongLong(args[0]);
-    Py_ssize_t tokens = PyLong_AsSsize_t(args[1]);
-    uint64_t waited = PyLong_AsUnsignedLongLong(args[2]);
-    double deadline = PyFloat_AsDouble(args[3]);
-    int will_wait = PyObject_IsTrue(args[4]);
-    if (PyErr_Occurred()) return NULL;
-    int locked = begin(r, 0, 1, &tokens, deadline);
-    if (locked < 0) return NULL;
-    if (!locked) return INTS4(-2, tokens, 0, 0);
+/* A FREE slot for a put_view (WRITING, owned by op->owner) and a reserved ring entry. */
+static int claim_put_attempt(Ring *r, Op *op, Py_ssize_t *tokens, uint64_t waited, double deadline,
+                             int *on_room) {
+    int locked = begin(r, 0, 1, tokens, deadline);
+    if (locked <= 0) return locked < 0 ? -1 : -2;
     Py_ssize_t used = (Py_ssize_t)(rlx(P64(r, r->tail)) + rlx(P64(r, r->reserved)) - acq(P64(r, r->head)));
-    Py_ssize_t room = r->capacity - used, s = -1, off = -1;
-    int on_room = 0;
+    Py_ssize_t room = r->capacity - used, s = -1;
+    int moved = 0;
     if (room >= 1) {
         if (find_free(r, 1, &s)) {
             char *sl = slot(r, s);
-            rel(owner_of(r, sl), owner);
+            rel(owner_of(r, sl), op->owner);
             set_state(sl, r->WRITING);
             add(P64(r, r->allocs), 1);
             rel(P64(r, r->reserved), rlx(P64(r, r->reserved)) + 1); /* the claim */
             if ((uint64_t)(used + 1) > rlx(P64(r, r->high))) set(P64(r, r->high), used + 1);
             record_wait(r, r->put_waits, r->put_wait_ns, waited);
-            off = sl - r->base;
+            op->off = sl - r->base;
+            moved = 1;
             room -= 1;
         } else {
-            on_room = 2;
-            if (will_wait) ask_room(r);
+            *on_room = 2;
+            if (op->will_wait) ask_room(r);
         }
     }
     unlock(r, 0);
-    if (off >= 0) tokens = 0;
-    else if (tokens > room) tokens = room < 0 ? 0 : room;
-    return INTS4(off, tokens, room, on_room);
+    if (moved) *tokens = 0;
+    else if (*tokens > room) *tokens = room < 0 ? 0 : room;
+    return moved;
+}
+
+/* The item at the head, for a get_view (READING, owned by op->owner). */
+static int claim_get_attempt(Ring *r, Op *op, Py_ssize_t *tokens, uint64_t waited, double deadline) {
+    int locked = begin(r, 1, 1, tokens, deadline);
+    if (locked <= 0) return locked < 0 ? -1 : -2;
+    uint64_t head = rlx(P64(r, r->head));
+    Py_ssize_t avail = (Py_ssize_t)(acq(P64(r, r->tail)) - head);
+    int moved = 0;
+    if (avail >= 1) {
+        char *sl = slot(r, entry(r, head));
+        rel(owner_of(r, sl), op->owner);
+        set_state(sl, r->READING);
+        rel(P64(r, r->head), head + 1); /* commit point: the item is taken */
+        op->size = length_of(r, sl);
+        add(P64(r, r->gets), 1);
+        add(P64(r, r->bytes_out), op->size);
+        record_wait(r, r->get_waits, r->get_wait_ns, waited);
+        op->off = sl - r->base;
+        moved = 1;
+    }
+    Py_ssize_t swept = acq(P64(r, r->sweep)) ? sweep(r) : 0;
+    unlock(r, 1);
+    if (moved) post(r->free, 1);
+    if (moved || swept) wake_room(r);
+    *tokens = 0;
+    return moved;
+}
+
+/* _reclaim under both locks, producer first: > 0 if the pool or the ring gained room, 0 if not
+ * (or the locks were not had by `deadline`), -1 error. */
+static Py_ssize_t catch_up(Ring *r, int recover, double deadline) {
+    int locked = lock(r, 0, deadline, 1);
+    if (locked <= 0) return locked;
+    locked = lock(r, 1, deadline, 0); /* holding the producer lock: no signal handler runs */
+    if (locked <= 0) {
+        unlock(r, 0);
+        return locked;
+    }
+    Py_ssize_t gained = reclaim(r, recover);
+    unlock(r, 1);
+    unlock(r, 0);
+    if (gained > 0) wake_room(r); /* other puts may wait for what came back */
+    return gained > 0 ? gained : 0;
+}
+
+/* -- waiting --------------------------------------------------------------------------------- */
+/* Test only (tests/_crash_children.py): called, with the GIL, before each sleep on a semaphore. */
+static PyObject *wait_hook;
+
+/* Take one count of free (0), fill (1) or room (2), waiting at most `timeout` seconds without
+ * the GIL; signal handlers run (and may raise) as they come. 1 taken, 0 not, -1 error. */
+static int wait_sem(Ring *r, int which, double timeout) {
+    sem_t *sem = which == 0 ? r->free : which == 1 ? r->fill : r->room;
+    if (sem_trywait(sem) == 0) return 1;
+    if (wait_hook) {
+        PyObject *res = PyObject_CallNoArgs(wait_hook);
+        if (!res) return -1;
+        Py_DECREF(res);
+    }
+    double deadline = mono() + timeout;
+    for (;;) {
+        double left = deadline - mono();
+        if (left <= 0) return 0;
+        int rc, err;
+        r->waiting[which]++;
+        NOGIL_BEGIN(r);
+        rc = sem_timedwait_for(sem, left);
+        err = errno;
+        NOGIL_END(r);
+        r->waiting[which]--;
+        if (r->closing) { /* woken by close(), which posted for this wait (or by a peer) */
+            PyErr_SetObject(PyExc_ValueError, r->closed_msg);
+            return -1;
+        }
+        if (rc == 0) return 1;
+        if (err == EINTR) {
+            if (PyErr_CheckSignals() < 0) return -1;
+            continue;
+        }
+        if (err == ETIMEDOUT) continue; /* the loop decides on the monotonic clock */
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+}
+
+/* -- the transfer ---------------------------------------------------------------------------- */
+/* Every put, get and view claim: attempts, and between them a sleep on a semaphore of at most
+ * recovery_interval, after which an attempt also recovers what dead processes left (see
+ * docs/design.md). A put holds counts of `free` and posts `fill`, a get the reverse; a put the
+ * pool or the ring is short for waits on `room`, holding no counts. `timeout` < 0: none;
+ * `since`: when the caller started waiting (monotonic ns; the async path), for the metrics.
+ * 1 moved, 0 the time ran out (or !block and nothing to do), -1 error. */
+static int transfer(Ring *r, Op *op, int block, double timeout, uint64_t since) {
+    if (ring_check(r) < 0) return -1;
+    int put = op->op == OP_PUT || op->op == OP_CLAIM_PUT;
+    if (timeout == 0) block = 0; /* "don't wait", as put_nowait/get_nowait (the lock still gets its grace) */
+    op->will_wait = op->will_wait || block;
+    /* The lock is waited for until the caller's deadline; a call that does not wait for items
+     * or room still waits up to one recovery_interval for a busy lock. */
+    double deadline, lock_deadline;
+    if (block && timeout < 0) {
+        deadline = 1e300;
+        lock_deadline = -1;
+    } else {
+        deadline = lock_deadline = mono() + (block ? timeout : r->interval);
+    }
+    uint64_t started = since;
+    Py_ssize_t tokens = 0; /* counts of the side's semaphore this call holds */
+    int recover = 0, roomed = 0, rc;
+    for (;;) {
+        uint64_t waited = started ? mono_ns() - started : 0;
+        int on_room = 0;
+        switch (op->op) {
+        case OP_PUT: rc = put_attempt(r, op, &tokens, waited, lock_deadline, roomed, &on_room); break;
+        case OP_GET: rc = get_attempt(r, op, &tokens, waited, lock_deadline); break;
+        case OP_CLAIM_PUT: rc = claim_put_attempt(r, op, &tokens, waited, lock_deadline, &on_room); break;
+        default: rc = claim_get_attempt(r, op, &tokens, waited, lock_deadline); break;
+        }
+        if (rc == -2) {
+            rc = 0;
+            break;
+        }
+        if (rc != 0) break;
+        /* A put that the ring had room for found the pool short of free slots (views hold
+         * them, or a dead process leaked some); or an open put_view of a dead process holds a
+         * ring entry: reclaim under both locks, then look again. */
+        if (put && (on_room == 2 || recover)) {
+            Py_ssize_t gained = catch_up(r, 1, lock_deadline);
+            if (gained < 0) {
+                rc = -1;
+                break;
+            }
+            if (gained > 0) continue;
+        }
+        if (on_room) {
+            /* It waits for `room`, holding no counts: single puts may use that room meanwhile.
+             * A get that freed room after the check, but read room_wait_until before it was
+             * set, posted no `room`: look again. */
+            post(r->free, tokens);
+            tokens = 0;
+            if (block && ring_room(r) >= op->want && pool_free(r) >= op->want) continue;
+        }
+        if (!block) break;
+        double now = mono();
+        if (!started) started = mono_ns();
+        if (now >= deadline) break;
+        roomed = on_room != 0;
+        double left = deadline - now;
+        int got = wait_sem(r, on_room ? 2 : put ? 0 : 1, left < r->interval ? left : r->interval);
+        if (got < 0) {
+            rc = -1;
+            break;
+        }
+        if (got) {
+            tokens += !on_room;
+            recover = 0;
+        } else {
+            recover = 1; /* a whole interval without a post: check for the dead */
+        }
+    }
+    if (tokens && r->free) post(put ? r->free : r->fill, tokens);
+    return rc;
+}
+
+/* -- items ------------------------------------------------------------------------------------ */
+/* The C pickler's try at an item (pickle mode; the rules are in shared_queue/_serialize.py):
+ * its pickle (a new reference) with *buffers set to the buffers protocol 5 handed out of band, or
+ * to NULL if none; NULL without an error if cloudpickle must pickle it by value (the C pickler
+ * failed, the pickle mentions __main__, or modules are registered to be pickled by value). */
+/* pickle.dumps and pickle.loads are looked up on the module at each call, as Python code
+ * would: what patches or instruments them sees these calls too (a dict lookup each). */
+static PyObject *pickle_mod, *by_value, *protocol, *kw_buffer_callback, *str_append, *str_dumps, *str_loads;
+
+static PyObject *dumps_try(PyObject *obj, PyObject **buffers) {
+    *buffers = NULL;
+    if (!protocol) {
+        PyErr_SetString(PyExc_RuntimeError, "shared_queue._serialize set no pickle rules");
+        return NULL;
+    }
+    if (by_value) {
+        Py_ssize_t n = PyObject_Size(by_value);
+        if (n != 0) return NULL; /* n < 0: an error, which the caller passes on */
+    }
+    PyObject *sink = PyList_New(0);
+    if (!sink) return NULL;
+    PyObject *append = PyObject_GetAttr(sink, str_append);
+    if (!append) {
+        Py_DECREF(sink);
+        return NULL;
+    }
+    PyObject *args[3] = {obj, protocol, append};
+    PyObject *fn = PyObject_GetAttr(pickle_mod, str_dumps);
+    PyObject *data = fn ? PyObject_Vectorcall(fn, args, 2, kw_buffer_callback) : NULL;
+    Py_XDECREF(fn);
+    Py_DECREF(append);
+    if (!data || !PyBytes_Check(data) ||
+        memmem(PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data), "__main__", 8)) {
+        Py_DECREF(sink);
+        if (!data && !PyErr_ExceptionMatches(PyExc_Exception)) return NULL; /* KeyboardInterrupt */
+        PyErr_Clear();
+        Py_XDECREF(data);
+        return NULL;
+    }
+    if (PyList_GET_SIZE(sink)) *buffers = sink;
+    else Py_DECREF(sink);
+    return data;
+}
+
+/* _core.dumps(obj) -> (pickle or None, out-of-band buffers): dumps_try for PickleCodec.encode. */
+static PyObject *dumps(PyObject *mod, PyObject *obj) {
+    PyObject *buffers, *data = dumps_try(obj, &buffers);
+    if (!data && PyErr_Occurred()) return NULL;
+    if (!buffers && !(buffers = PyList_New(0))) {
+        Py_XDECREF(data);
+        return NULL;
+    }
+    PyObject *t = PyTuple_Pack(2, data ? data : Py_None, buffers);
+    Py_XDECREF(data);
+    Py_DECREF(buffers);
+    return t;
+}
+
+/* The payload of an item, checked against item_size (a new reference): the C pickler's try when
+ * that is the whole story, else the queue's own encoder (Items.dumps), which also checks. */
+static PyObject *encode(Ring *r, PyObject *item) {
+    if (!r->raw) {
+        PyObject *buffers, *data = dumps_try(item, &buffers);
+        if (data && !buffers) {
+            if (PyBytes_GET_SIZE(data) <= r->item_size) return data;
+            PyObject *exc = PyObject_CallFunction(r->too_large, "n", PyBytes_GET_SIZE(data));
+            Py_DECREF(data);
+            if (exc) {
+                PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+                Py_DECREF(exc);
+            }
+            return NULL;
+        }
+        Py_XDECREF(data);
+        Py_XDECREF(buffers);
+        if (PyErr_Occurred()) return NULL;
+    }
+    return PyObject_CallOneArg(r->encode, item);
+}
+
+/* The items of the payloads a get took (a list), or with `single` the one item itself. A
+ * payload that does not decode goes to Items.decode_failed with the items before it, which
+ * keeps the rest for this handle's next gets and returns the items or raises. */
+static PyObject *decode(Ring *r, PyObject *payloads, int single) {
+    Py_ssize_t n = PyList_GET_SIZE(payloads), i = 0;
+    PyObject *items = NULL;
+    if (!single && !(items = PyList_New(0))) return NULL;
+    for (; i < n; i++) {
+        PyObject *x = PyList_GET_ITEM(payloads, i);
+        PyObject *v = NULL;
+        if (!PyBytes_CheckExact(x)) {
+            v = PyObject_CallOneArg(r->decode, x);
+        } else {
+            PyObject *fn = PyObject_GetAttr(pickle_mod, str_loads);
+            v = fn ? PyObject_CallOneArg(fn, x) : NULL;
+            Py_XDECREF(fn);
+        }
+        if (!v) break;
+        if (single) return v;
+        int err = PyList_Append(items, v);
+        Py_DECREF(v);
+        if (err < 0) {
+            Py_DECREF(items);
+            return NULL;
+        }
+    }
+    if (i == n) return items;
+    if (!PyErr_ExceptionMatches(PyExc_Exception) || (!items && !(items = PyList_New(0)))) {
+        Py_XDECREF(items);
+        return NULL;
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb) PyException_SetTraceback(value, tb);
+    PyObject *res = PyObject_CallFunction(r->decode_failed, "OOnO", items, payloads, i, value);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    Py_DECREF(items);
+    if (res && single) { /* not reached: decode_failed raises when no item came before */
+        PyObject *first = PyList_GET_SIZE(res) ? Py_NewRef(PyList_GET_ITEM(res, 0)) : NULL;
+        Py_DECREF(res);
+        if (!first) PyErr_SetString(PyExc_RuntimeError, "an item failed to decode");
+        return first;
+    }
+    return res;
+}
+
+/* -- the Ring's calls ------------------------------------------------------------------------- */
+static int parse_timeout(PyObject *o, double *out) {
+    if (o == Py_None) {
+        *out = -1;
+        return 0;
+    }
+    double t = PyFloat_AsDouble(o);
+    if (t == -1 && PyErr_Occurred()) return -1;
+    if (!(t >= 0)) { /* NaN is neither < 0 nor >= 0 */
+        PyErr_SetString(PyExc_ValueError, "'timeout' must be a non-negative number");
+        return -1;
+    }
+    *out = t;
+    return 0;
+}
+
+enum { PUT_BATCH = 1, PUT_ENCODED = 2, PUT_WILL_WAIT = 4 };
+
+/* put(x, flags, block, timeout, since_ns): put an item (or with PUT_BATCH a list of items, all
+ * or none); PUT_ENCODED: x is payloads already encoded and checked; PUT_WILL_WAIT: the caller
+ * waits after a non-blocking try (the async path). Raises Full if no room came in time. */
+static PyObject *Ring_put_impl(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) return PyErr_Format(PyExc_TypeError, "put takes 5 arguments");
+    double timeout;
+    if (parse_timeout(args[3], &timeout) < 0 || ring_check(r) < 0) return NULL;
+    long flags = PyLong_AsLong(args[1]);
+    int block = PyObject_IsTrue(args[2]);
+    uint64_t since = PyLong_AsUnsignedLongLong(args[4]);
+    if (PyErr_Occurred()) return NULL;
+    PyObject *x = args[0], *const *xs = &x, *encoded = NULL;
+    Py_ssize_t n = 1;
+    if (flags & PUT_BATCH) {
+        if (!PyList_CheckExact(x)) return PyErr_Format(PyExc_TypeError, "a batch must be a list");
+        n = PyList_GET_SIZE(x);
+        xs = ((PyListObject *)x)->ob_item;
+    }
+    if (!(flags & PUT_ENCODED)) {
+        /* Encoded and checked before any count or lock is taken: a bad item holds nothing. */
+        PyObject *one = NULL;
+        if (n == 1) {
+            if (!(one = encode(r, xs[0]))) return NULL;
+        } else {
+            if (!(encoded = PyList_New(n))) return NULL;
+            for (Py_ssize_t i = 0; i < n; i++) {
+                PyObject *e = encode(r, xs[i]);
+                if (!e) {
+                    Py_DECREF(encoded);
+                    return NULL;
+                }
+                PyList_SET_ITEM(encoded, i, e);
+            }
+            if (n > r->capacity) {
+                Py_DECREF(encoded);
+                PyObject *exc = PyObject_CallFunction(r->too_many, "n", n);
+                if (exc) {
+                    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+                    Py_DECREF(exc);
+                }
+                return NULL;
+            }
+        }
+        if (one) {
+            encoded = one;
+            xs = &encoded;
+        } else {
+            xs = ((PyListObject *)encoded)->ob_item;
+        }
+    }
+    if (n == 0) Py_RETURN_NONE;
+    Payloads p;
+    Op op = {.op = OP_PUT, .will_wait = (flags & PUT_WILL_WAIT) != 0, .p = &p, .want = n, .limit = n};
+    int rc = payloads_get(xs, n, &p);
+    if (rc == 0) {
+        rc = transfer(r, &op, block, timeout, since);
+        payloads_free(&p);
+    }
+    Py_XDECREF(encoded);
+    if (rc < 0) return NULL;
+    if (rc == 0) {
+        PyErr_SetObject(r->Full, r->full_msg);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* get(max_items, form, block, timeout, since_ns): take 1 to max_items items, waiting for the
+ * first; returns a list of the items (form 0), the one item itself (1, max_items 1) or the
+ * payloads undecoded (2). Raises Empty if none came in time. */
+static PyObject *Ring_get_impl(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) return PyErr_Format(PyExc_TypeError, "get takes 5 arguments");
+    double timeout;
+    if (parse_timeout(args[3], &timeout) < 0) return NULL;
+    Py_ssize_t limit = PyLong_AsSsize_t(args[0]);
+    long form = PyLong_AsLong(args[1]);
+    int block = PyObject_IsTrue(args[2]);
+    uint64_t since = PyLong_AsUnsignedLongLong(args[4]);
+    if (PyErr_Occurred()) return NULL;
+    if (limit < 1) return PyErr_Format(PyExc_ValueError, "max_items must be positive");
+    Op op = {.op = OP_GET, .limit = limit, .want = limit == 1 ? 1 : limit < r->capacity ? limit : r->capacity};
+    int rc = transfer(r, &op, block, timeout, since);
+    if (rc < 0) return NULL;
+    if (rc == 0) {
+        PyErr_SetObject(r->Empty, r->empty_msg);
+        return NULL;
+    }
+    if (form == 2) return op.got;
+    PyObject *items = decode(r, op.got, form == 1);
+    Py_DECREF(op.got);
+    return items;
+}
+
+/* claim(put, owner, block, timeout) -> put: the offset of a FREE slot now WRITING, with a ring
+ * entry reserved (a put_view); get: (offset, size) of the item taken from the head, its slot
+ * READING (a get_view). Raises Full or Empty if none came in time. */
+static PyObject *Ring_claim_impl(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) return PyErr_Format(PyExc_TypeError, "claim takes 4 arguments");
+    double timeout;
+    if (parse_timeout(args[3], &timeout) < 0) return NULL;
+    int put = PyObject_IsTrue(args[0]), block = PyObject_IsTrue(args[2]);
+    uint64_t owner = PyLong_AsUnsignedLongLong(args[1]);
+    if (PyErr_Occurred()) return NULL;
+    Op op = {.op = put ? OP_CLAIM_PUT : OP_CLAIM_GET, .want = 1, .limit = 1, .owner = owner};
+    int rc = transfer(r, &op, block, timeout, 0);
+    if (rc < 0) return NULL;
+    if (rc == 0) {
+        PyErr_SetObject(put ? r->Full : r->Empty, put ? r->full_msg : r->empty_msg);
+        return NULL;
+    }
+    return put ? PyLong_FromSsize_t(op.off) : result(NULL, 2, op.off, op.size, 0, 0);
 }
 
 /* publish(off, size, ok, owner): end a put_view (producer lock): queue its item, or discard it
@@ -777,40 +1196,6 @@ static PyObject *Ring_publish_impl(Ring *r, PyObject *const *args, Py_ssize_t na
     Py_RETURN_NONE;
 }
 
-/* claim_get(owner, tokens, waited_ns, lock_deadline) -> (off, size, tokens, left): take the item
- * at the head for a get_view (READING); off -1 none, -2 timed out. */
-static PyObject *Ring_claim_get_impl(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4) return PyErr_Format(PyExc_TypeError, "claim_get takes 4 arguments");
-    if (ring_check(r) < 0) return NULL;
-    uint64_t owner = PyLong_AsUnsignedLongLong(args[0]);
-    Py_ssize_t tokens = PyLong_AsSsize_t(args[1]);
-    uint64_t waited = PyLong_AsUnsignedLongLong(args[2]);
-    double deadline = PyFloat_AsDouble(args[3]);
-    if (PyErr_Occurred()) return NULL;
-    int locked = begin(r, 1, 1, &tokens, deadline);
-    if (locked < 0) return NULL;
-    if (!locked) return INTS4(-2, 0, tokens, 0);
-    uint64_t head = rlx(P64(r, r->head));
-    Py_ssize_t avail = (Py_ssize_t)(acq(P64(r, r->tail)) - head), off = -1, size = 0;
-    if (avail >= 1) {
-        char *sl = slot(r, entry(r, head));
-        rel(owner_of(r, sl), owner);
-        set_state(sl, r->READING);
-        rel(P64(r, r->head), head + 1); /* commit point: the item is taken */
-        size = length_of(r, sl);
-        add(P64(r, r->gets), 1);
-        add(P64(r, r->bytes_out), size);
-        record_wait(r, r->get_waits, r->get_wait_ns, waited);
-        off = sl - r->base;
-        avail -= 1;
-    }
-    Py_ssize_t swept = acq(P64(r, r->sweep)) ? sweep(r) : 0;
-    unlock(r, 1);
-    if (off >= 0) post(r->free, 1);
-    if (off >= 0 || swept) wake_room(r);
-    tokens = 0;
-    return INTS4(off, size, tokens, avail);
-}
 
 /* release(off, pin, owner): give back a slot a view held (a get_view's READING slot, or a put_view's
  * pin). Only tries the consumer lock: a finalizer may run while this thread holds it. */
@@ -856,64 +1241,6 @@ static PyObject *Ring_release(Ring *r, PyObject *const *args, Py_ssize_t nargs) 
     }
     if (freed) wake_room(r);
     Py_RETURN_NONE;
-}
-
-/* catch_up(recover, lock_deadline) -> gained: _reclaim under both locks, producer first. */
-static PyObject *Ring_catch_up_impl(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) return PyErr_Format(PyExc_TypeError, "catch_up takes 2 arguments");
-    if (ring_check(r) < 0) return NULL;
-    int recover = PyObject_IsTrue(args[0]);
-    double deadline = PyFloat_AsDouble(args[1]);
-    if (PyErr_Occurred()) return NULL;
-    int locked = lock(r, 0, deadline, 1);
-    if (locked <= 0) return locked < 0 ? NULL : PyLong_FromLong(0);
-    locked = lock(r, 1, deadline, 0); /* holding the producer lock: no signal handler runs */
-    if (locked <= 0) {
-        unlock(r, 0);
-        return locked < 0 ? NULL : PyLong_FromLong(0);
-    }
-    Py_ssize_t gained = reclaim(r, recover);
-    unlock(r, 1);
-    unlock(r, 0);
-    if (gained > 0) wake_room(r); /* other puts may wait for what came back */
-    return PyLong_FromSsize_t(gained);
-}
-
-/* wait(which, timeout) -> bool: take one count of free (0), fill (1) or room (2), waiting at
- * most `timeout` seconds without the GIL; signal handlers run (and may raise) as they come. */
-static PyObject *Ring_wait_impl(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) return PyErr_Format(PyExc_TypeError, "wait takes 2 arguments");
-    if (ring_check(r) < 0) return NULL;
-    long which = PyLong_AsLong(args[0]);
-    double timeout = PyFloat_AsDouble(args[1]);
-    if (PyErr_Occurred()) return NULL;
-    if (which < 0 || which > 2) return PyErr_Format(PyExc_ValueError, "no semaphore %ld", which);
-    sem_t *sem = which == 0 ? r->free : which == 1 ? r->fill : r->room;
-    if (sem_trywait(sem) == 0) Py_RETURN_TRUE;
-    double deadline = mono() + timeout;
-    for (;;) {
-        double left = deadline - mono();
-        if (left <= 0) Py_RETURN_FALSE;
-        int rc, err;
-        r->waiting[which]++;
-        NOGIL_BEGIN(r);
-        rc = sem_timedwait_for(sem, left);
-        err = errno;
-        NOGIL_END(r);
-        r->waiting[which]--;
-        if (r->closing) { /* woken by close(), which posted for this wait (or by a peer) */
-            PyErr_SetString(PyExc_ValueError, "the queue handle was closed");
-            return NULL;
-        }
-        if (rc == 0) Py_RETURN_TRUE;
-        if (err == EINTR) {
-            if (PyErr_CheckSignals() < 0) return NULL;
-            continue;
-        }
-        if (err == ETIMEDOUT) continue; /* the loop decides on the monotonic clock */
-        errno = err;
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
 }
 
 static PyObject *Ring_size(Ring *r, PyObject *unused) {
@@ -969,6 +1296,9 @@ static PyObject *Ring_unmap(Ring *r, PyObject *unused) {
 
 static void Ring_dealloc(Ring *r) {
     ring_release_resources(r);
+    PyObject **refs[] = {&r->encode, &r->too_large, &r->too_many, &r->decode, &r->decode_failed,
+                         &r->Full, &r->Empty, &r->full_msg, &r->empty_msg, &r->closed_msg};
+    for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++) Py_CLEAR(*refs[i]);
     Py_TYPE(r)->tp_free((PyObject *)r);
 }
 
@@ -982,21 +1312,29 @@ static int get_off(PyObject *layout, const char *key, Py_ssize_t *out) {
     return PyErr_Occurred() ? -1 : 0;
 }
 
-/* Ring(mapping, layout: dict, semaphore names: (free, fill, room), recovery_interval, raw) */
+/* Ring(mapping, layout: dict, semaphore names: (free, fill, room), recovery_interval, raw,
+ *      hooks: (encode, too_large, too_many, decode, decode_failed),
+ *      errors: (Full, Empty, full message, empty message, closed message)) */
 static int Ring_init(Ring *r, PyObject *args, PyObject *kw) {
     PyObject *mapping, *layout;
     const char *names[3];
     double interval;
     int raw;
-    if (!PyArg_ParseTuple(args, "OO!(sss)dp", &mapping, &PyDict_Type, &layout, &names[0], &names[1],
-                          &names[2], &interval, &raw))
+    PyObject *hooks[5], *errors[5];
+    if (!PyArg_ParseTuple(args, "OO!(sss)dp(OOOOO)(OOOOO)", &mapping, &PyDict_Type, &layout,
+                          &names[0], &names[1], &names[2], &interval, &raw, &hooks[0], &hooks[1],
+                          &hooks[2], &hooks[3], &hooks[4], &errors[0], &errors[1], &errors[2],
+                          &errors[3], &errors[4]))
         return -1;
-    if (r->open) {
+    if (r->open || r->closed_msg) {
         PyErr_SetString(PyExc_RuntimeError, "Ring is initialised once");
         return -1;
     }
+    PyObject **refs[] = {&r->encode, &r->too_large, &r->too_many, &r->decode, &r->decode_failed,
+                         &r->Full, &r->Empty, &r->full_msg, &r->empty_msg, &r->closed_msg};
+    for (int i = 0; i < 10; i++) *refs[i] = Py_NewRef(i < 5 ? hooks[i] : errors[i - 5]);
     struct { const char *key; Py_ssize_t *to; } fields[] = {
-        {"capacity", &r->capacity}, {"pool", &r->pool}, {"slot_size", &r->slot_size},
+        {"capacity", &r->capacity}, {"item_size", &r->item_size}, {"pool", &r->pool}, {"slot_size", &r->slot_size},
         {"slots_offset", &r->slots_offset}, {"ring_offset", &r->ring_offset},
         {"header.tail", &r->tail}, {"header.reserved", &r->reserved}, {"header.allocs", &r->allocs},
         {"header.cursor", &r->cursor}, {"header.puts", &r->puts}, {"header.bytes_in", &r->bytes_in},
@@ -1055,21 +1393,15 @@ static int Ring_init(Ring *r, PyObject *args, PyObject *kw) {
     }
 SETTLED(Ring_put)
 SETTLED(Ring_get)
-SETTLED(Ring_claim_put)
-SETTLED(Ring_claim_get)
+SETTLED(Ring_claim)
 SETTLED(Ring_publish)
-SETTLED(Ring_catch_up)
-SETTLED(Ring_wait)
 
 static PyMethodDef Ring_methods[] = {
-    {"put", (PyCFunction)(void (*)(void))Ring_put, METH_FASTCALL, "One put attempt."},
-    {"get", (PyCFunction)(void (*)(void))Ring_get, METH_FASTCALL, "One get attempt."},
-    {"claim_put", (PyCFunction)(void (*)(void))Ring_claim_put, METH_FASTCALL, "Claim a slot for a put_view."},
+    {"put", (PyCFunction)(void (*)(void))Ring_put, METH_FASTCALL, "Put an item or a batch."},
+    {"get", (PyCFunction)(void (*)(void))Ring_get, METH_FASTCALL, "Take an item or a batch."},
+    {"claim", (PyCFunction)(void (*)(void))Ring_claim, METH_FASTCALL, "Claim a slot for a view."},
     {"publish", (PyCFunction)(void (*)(void))Ring_publish, METH_FASTCALL, "End a put_view."},
-    {"claim_get", (PyCFunction)(void (*)(void))Ring_claim_get, METH_FASTCALL, "Take an item for a get_view."},
     {"release", (PyCFunction)(void (*)(void))Ring_release, METH_FASTCALL, "Give back a view's slot."},
-    {"catch_up", (PyCFunction)(void (*)(void))Ring_catch_up, METH_FASTCALL, "Reclaim slots under both locks."},
-    {"wait", (PyCFunction)(void (*)(void))Ring_wait, METH_FASTCALL, "Wait for a semaphore count."},
     {"size", (PyCFunction)Ring_size, METH_NOARGS, "Items a get can take."},
     {"room", (PyCFunction)Ring_room, METH_NOARGS, "Items the ring takes."},
     {"pool_free", (PyCFunction)Ring_pool_free, METH_NOARGS, "FREE slots by the counters."},
@@ -1140,9 +1472,29 @@ static PyObject *crash_at(PyObject *mod, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* pickle_rules(protocol, by_value): the pickle protocol, and the collection of modules
+ * cloudpickle pickles by value (while it is not empty, every item goes to cloudpickle); set by
+ * shared_queue._serialize when it is imported, before any item is pickled here. */
+static PyObject *pickle_rules(PyObject *mod, PyObject *args) {
+    PyObject *proto, *modules;
+    if (!PyArg_ParseTuple(args, "O!O", &PyLong_Type, &proto, &modules)) return NULL;
+    Py_XSETREF(protocol, Py_NewRef(proto));
+    Py_XSETREF(by_value, Py_NewRef(modules));
+    Py_RETURN_NONE;
+}
+
+/* _on_wait(callback or None): TEST ONLY. Call `callback` before each sleep on a semaphore. */
+static PyObject *on_wait(PyObject *mod, PyObject *cb) {
+    Py_XSETREF(wait_hook, cb == Py_None ? NULL : Py_NewRef(cb));
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
     {"init_locks", init_locks, METH_VARARGS, "Make a new segment's two process-shared mutexes."},
+    {"dumps", dumps, METH_O, "The C pickler's try at an item: (pickle or None, buffers)."},
+    {"pickle_rules", pickle_rules, METH_VARARGS, "Set the protocol and the by-value modules."},
     {"_crash_at", crash_at, METH_VARARGS, "Test only: stop at a named point of a put or get."},
+    {"_on_wait", on_wait, METH_O, "Test only: call a callback before each semaphore sleep."},
     {NULL},
 };
 
@@ -1156,6 +1508,12 @@ PyMODINIT_FUNC PyInit__core(void) {
     mutex_clocklock = (clocklock_fn)dlsym(RTLD_DEFAULT, "pthread_mutex_clocklock");
     sem_clockwait_ = (clockwait_fn)dlsym(RTLD_DEFAULT, "sem_clockwait");
     if (PyType_Ready(&RingType) < 0) return NULL;
+    pickle_mod = PyImport_ImportModule("pickle");
+    kw_buffer_callback = Py_BuildValue("(s)", "buffer_callback");
+    str_append = PyUnicode_InternFromString("append");
+    str_dumps = PyUnicode_InternFromString("dumps");
+    str_loads = PyUnicode_InternFromString("loads");
+    if (!pickle_mod || !kw_buffer_callback || !str_append || !str_dumps || !str_loads) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     Py_INCREF(&RingType);

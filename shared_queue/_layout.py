@@ -235,7 +235,7 @@ def core_layout(capacity: int, spare_slots: int, item_size: int) -> dict[str, in
     """
     out = {f"header.{name}": off for name, (dt, off, *_) in _FIELDS.items()}
     out.update(geometry(capacity, item_size, spare_slots))
-    out.update(capacity=capacity, pool=capacity + spare_slots)
+    out.update(capacity=capacity, item_size=item_size, pool=capacity + spare_slots)
     out.update({f"slot.{name}": off for name, (dt, off, *_) in _SLOT_FIELDS.items()})
     out.update(FREE=FREE, WRITING=WRITING, READY=READY, READING=READING, DONE=DONE)
     return out

@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _metrics, _natsio
-from ._base import QueueBase, _check_mode, _check_timeout, _positive_int, _typed_slots
+from ._base import Items, QueueBase, _check_mode, _check_timeout, _positive_int, _typed_slots
 from ._errors import Empty, Full, IncompatibleQueueError
 from ._names import base_name, describe
 from ._serialize import Parts, PickleCodec, RawCodec, descriptor, dtype_from_bytes, dtype_to_bytes
@@ -229,7 +229,6 @@ class NatsQueue(QueueBase):
         self._spec = _Spec(self._label, address.display, self._stream, 0,  # capacity: _open
                            settings["io_timeout"], settings["connect_timeout"])  # fmt: skip
         self._ios_lock = threading.RLock()  # guards _io, _loop_ios, _pid across threads
-        self._pending = collections.deque()
         typed = _typed_slots(self._label, dtype, shape)
         if create:
             _positive_int("capacity", capacity, 2**31 - 1)
@@ -257,7 +256,10 @@ class NatsQueue(QueueBase):
             except BaseException:
                 self.close()
                 raise
-        self._codec = RawCodec(self._label, self._dtype, self._shape) if is_raw else PickleCodec()
+        codec = RawCodec(self._label, self._dtype, self._shape) if is_raw else PickleCodec()
+        limit = ((self._capacity, "capacity") if self._capacity <= MAX_BATCH
+                 else (MAX_BATCH, "the server's atomic batch limit"))  # fmt: skip
+        self._items = Items(self._label, self._item_size, codec, limit)
 
     # -- opening ----------------------------------------------------------------------------
     async def _open(
@@ -415,11 +417,6 @@ class NatsQueue(QueueBase):
     def _check_open(self) -> None:
         self._live()
 
-    def _batch_limit(self) -> tuple[int, str]:
-        if self._capacity <= MAX_BATCH:
-            return self._capacity, "capacity"
-        return MAX_BATCH, "the server's atomic batch limit"
-
     def _live(self) -> _Io:
         io = self._io
         if self._closed or io is None:
@@ -444,23 +441,16 @@ class NatsQueue(QueueBase):
 
     def _take(self, max_items: int, block: bool, timeout: float | None) -> list[Any]:
         io = self._live()
-        pending = self._from_pending(max_items)
+        pending = self._items.from_pending(max_items)
         if pending:
             return pending
         return self._payloads(_natsio.run(io.take(max_items, block, _deadline(timeout, block))))
-
-    def _from_pending(self, max_items: int) -> list[Any]:
-        out: list[Any] = []
-        with contextlib.suppress(IndexError):  # another thread emptied it first
-            while self._pending and len(out) < max_items:
-                out.append(self._pending.popleft())
-        return out
 
     def _payloads(self, datas: list[bytes]) -> list[Any]:
         # The codecs build arrays on the buffer they get (raw items, and pickles framed with
         # out-of-band buffers, which start with a 0 byte): give them one they may keep and
         # write, as the shared-memory core does.
-        if self._codec.raw:
+        if self._items.codec.raw:
             return [bytearray(d) for d in datas]
         return [bytearray(d) if d[:1] == b"\0" else d for d in datas]
 
@@ -509,7 +499,7 @@ class NatsQueue(QueueBase):
         """
         _positive_int("max_items", max_items, 2**63 - 1)
         io = await self._aio()
-        pending = self._from_pending(max_items)
+        pending = self._items.from_pending(max_items)
         if pending:
             return self._decode(pending)
         datas = await io.take(max_items, True, _deadline(timeout, True))

@@ -1,21 +1,20 @@
 """SharedMemoryQueue: a named, picklable, crash-tolerant queue in one shared-memory ring.
 
-Every put and get, single, nowait or batch, goes through ``_transfer``: take counts from a
-semaphore, then under the side's lock check the header counters (the truth), move the
-bytes and commit by advancing ``tail`` (puts) or ``head`` (gets), then post the other side's
-semaphore. The protocol, and why a process killed at any point cannot hang the others or
-tear an item, is in docs/design.md.
+Every put and get, single, nowait or batch, sync or async, and every view's claim is one call
+into the compiled core (``_core.Ring``: put, get, claim), which encodes, takes counts from a
+semaphore, locks the side, checks the header counters (the truth), moves the bytes, commits by
+advancing ``tail`` (puts) or ``head`` (gets), unlocks, posts the other side's semaphore, sleeps
+and tries again as needed, and decodes what it took after the unlock. The protocol, and why a
+process killed at any point cannot hang the others or tear an item, is in docs/design.md.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import math
 import os
-import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final, TypeVar, cast
 
 import numpy as np
@@ -23,11 +22,10 @@ import numpy.typing as npt
 
 from . import _layout as L
 from . import _metrics, _sync
-from ._base import QueueBase, _check_mode, _check_timeout, _positive_int, _typed_slots
-from ._errors import Empty, Full
+from ._base import QueueBase, _check_mode, _positive_int, _typed_slots
 from ._names import describe
 from ._segment import SEM_VALUE_MAX, Segment
-from ._serialize import Parts, PickleCodec, RawCodec, descriptor
+from ._serialize import Parts, RawCodec, descriptor
 
 DEFAULT_RECOVERY_INTERVAL = 1.0
 
@@ -116,12 +114,10 @@ class QueueCore(QueueBase):
                 seg.close()
                 raise
         self._seg: Segment | None = seg
+        self._ring = seg.ring  # raises ValueError naming the queue once the handle is closed
+        self._items = seg.items
         self._capacity = seg.capacity
         self._item_size = seg.item_size
-        self._codec: PickleCodec | RawCodec = (
-            RawCodec(self._label, seg.dtype, seg.shape) if seg.raw else PickleCodec()
-        )
-        self._pending = collections.deque()
 
     # -- properties -------------------------------------------------------------------------
     @property
@@ -160,11 +156,8 @@ class QueueCore(QueueBase):
             ValueError: The item's descriptor is corrupt (the item is consumed).
         """
         seg = self._raw_segment("get_view")
-        out: list[int] = []
-        if not self._transfer(False, _VIEW, out, 1, 1, block, timeout):
-            raise Empty(f"queue {self._label} is empty")
-        off, size = out
-        codec = cast(RawCodec, self._codec)
+        off, size = self._ring.claim(False, owner_id(), block, timeout)
+        codec = cast(RawCodec, self._items.codec)
         seg.view_opened()
         try:
             arr = codec.view(seg.buf, off + L.BLOB_OFFSET, size)
@@ -211,10 +204,7 @@ class QueueCore(QueueBase):
         size = len(desc) + dt.itemsize * math.prod(dims)
         if size > self._item_size:
             raise self._too_large(size)
-        out: list[int] = []
-        if not self._transfer(True, _VIEW, out, 1, 1, block, timeout):
-            raise Full(f"queue {self._label} is full (capacity={self._capacity})")
-        off = out[0]
+        off = self._ring.claim(True, owner_id(), block, timeout)
         blob = off + L.BLOB_OFFSET
         seg.view_opened()  # from the claim: close() keeps the mapping while the array lives
         try:
@@ -334,164 +324,68 @@ class QueueCore(QueueBase):
             raise ValueError(f"queue {self._label}: this handle is closed")
         return seg
 
-    def _put(
-        self,
-        payloads: list[bytes | Parts],
-        block: bool,
-        timeout: float | None,
-        *,
-        will_wait: bool = False,
-        since: int = 0,
+    # -- put and get: one call into the core each ------------------------------------------
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        self._ring.put(item, 0, block, timeout, 0)
+
+    def put_nowait(self, item: Any) -> None:
+        self._ring.put(item, 0, False, None, 0)
+
+    def put_batch(
+        self, items: Iterable[Any], block: bool = True, timeout: float | None = None
     ) -> None:
-        n = len(payloads)
-        if self._transfer(True, payloads, None, n, n, block, timeout,
-                          will_wait=will_wait, since=since):  # fmt: skip
-            return
-        raise Full(f"queue {self._label} is full (capacity={self._capacity})")
+        self._ring.put(items if items.__class__ is list else list(items), _BATCH, block,
+                       timeout, 0)  # fmt: skip
 
-    def _take(
-        self,
-        max_items: int,
-        block: bool,
-        timeout: float | None,
-        *,
-        since: int = 0,
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        if self._items.pending:  # rare: after an item that failed to decode in a batch
+            self._check_open()
+            items = self._items.decode(self._items.from_pending(1))
+            if items:
+                return items[0]
+        return self._ring.get(1, _ITEM, block, timeout, 0)
+
+    def get_nowait(self) -> Any:
+        return self.get(False)
+
+    def get_batch(
+        self, max_items: int, block: bool = True, timeout: float | None = None
     ) -> list[Any]:
-        self._segment()
-        if self._pending:
-            try:
-                return [self._pending.popleft() for _ in range(min(max_items, len(self._pending)))]
-            except IndexError:  # another thread emptied it first
-                pass
-        out: list[bytes] = []
-        want = 1 if max_items == 1 else min(max_items, self._capacity)
-        if self._transfer(False, None, out, want, max_items, block, timeout,
-                          since=since):  # fmt: skip
-            return out
-        raise Empty(f"queue {self._label} is empty")
+        _positive_int("max_items", max_items, 2**63 - 1)
+        if self._items.pending:
+            self._check_open()
+            items = self._items.decode(self._items.from_pending(max_items))
+            if items:
+                return items
+        return self._ring.get(max_items, _ITEMS, block, timeout, 0)  # type: ignore[no-any-return]
 
-    def _transfer(
-        self,
-        put: bool,
-        payloads: Any,
-        out: list[Any] | None,
-        want: int,
-        limit: int,
-        block: bool,
-        timeout: float | None,
-        *,
-        will_wait: bool = False,
-        since: int = 0,
-    ) -> bool:
-        """Move items through the compiled core, holding up to ``want`` semaphore counts.
+    put.__doc__ = QueueBase.put.__doc__
+    put_nowait.__doc__ = QueueBase.put_nowait.__doc__
+    put_batch.__doc__ = QueueBase.put_batch.__doc__
+    get.__doc__ = QueueBase.get.__doc__
+    get_nowait.__doc__ = QueueBase.get_nowait.__doc__
+    get_batch.__doc__ = QueueBase.get_batch.__doc__
 
-        A put (``payloads``: a list, or ``_VIEW`` to claim a slot for a put_view) takes counts
-        of ``free`` and posts ``fill``; a get (into ``out``; ``_VIEW`` for a get_view) the
-        reverse. Each attempt is one call into the core (``_core.Ring``), which takes counts,
-        locks, checks the header (the truth; the counts are a sleepable estimate), copies,
-        commits, unlocks and posts. In between, this loop sleeps on a semaphore for at most
-        ``recovery_interval``, after which an attempt also recovers what dead processes left
-        (see docs/design.md). Returns False if the time ran out. ``will_wait`` says the caller
-        waits after a non-blocking try (the async path), and ``since`` when it started waiting
-        (monotonic ns), for the metrics.
-        """
-        if timeout is not None and not timeout >= 0:  # inline: the hot path
-            _check_timeout(timeout)
-        seg = self._seg
-        if seg is None:
-            raise ValueError(f"queue {self._label}: this handle is closed")
-        ring = seg.ring
-        view = payloads is _VIEW
-        if timeout == 0:
-            block = False  # "don't wait", as put_nowait/get_nowait (the lock still gets its grace)
-        will_wait = will_wait or block
-        started = since
-        # The lock is waited for until the caller's deadline; a call that does not wait for
-        # items or room still waits up to one recovery_interval for a busy lock.
-        if block and timeout is None:
-            deadline, lock_deadline = math.inf, -1.0
-        else:
-            wait = timeout if block and timeout is not None else self._recovery_interval
-            deadline = lock_deadline = time.monotonic() + wait
-        tokens = 0  # counts of the side's semaphore this call holds
-        recover = roomed = False  # roomed: the last wait was on `room`
-        on_room = 0  # 1: a batch waits for room, 2: the pool is short of free slots
-        try:
-            while True:
-                waited = time.monotonic_ns() - started if started else 0
-                if put:
-                    if view:
-                        off, tokens, _, on_room = ring.claim_put(
-                            owner_id(), tokens, waited, lock_deadline, will_wait
-                        )
-                        moved, timed_out = off >= 0, off == -2
-                        if moved:
-                            out.append(off)  # type: ignore[union-attr]
-                    else:
-                        count, tokens, _, on_room = ring.put(
-                            payloads, tokens, waited, lock_deadline, will_wait, roomed
-                        )
-                        moved, timed_out = count > 0, count < 0
-                else:
-                    if view:
-                        off, size, tokens, _ = ring.claim_get(
-                            owner_id(), tokens, waited, lock_deadline
-                        )
-                        moved, timed_out = off >= 0, off == -2
-                        if moved:
-                            out += (off, size)  # type: ignore[operator]
-                    else:
-                        items, tokens, _ = ring.get(limit, want, tokens, waited, lock_deadline)
-                        timed_out = items is None
-                        moved = bool(items)
-                        if items:
-                            out += items  # type: ignore[operator]
-                if timed_out:
-                    return False
-                if moved:
-                    return True
-                # A put that the ring had room for found the pool short of free slots (views
-                # hold them, or a dead process leaked some); or an open put_view of a dead
-                # process holds a ring entry: reclaim under both locks, then look again.
-                # The pool short (on_room 2) is rare: views beyond the spare slots, or slots
-                # of processes that died holding them, which this reclaims at once.
-                if put and (on_room == 2 or recover) and ring.catch_up(True, lock_deadline) > 0:
-                    continue
-                if on_room:
-                    # It waits for `room`, holding no counts: single puts may use that room
-                    # meanwhile. A get that freed room after the check, but read
-                    # room_wait_until before it was set, posted no `room`: look again.
-                    for _ in range(tokens):
-                        seg.free.release()
-                    tokens = 0
-                    if block and ring.room() >= want and ring.pool_free() >= want:
-                        continue
-                if not block:
-                    return False
-                now = time.monotonic()
-                if not started:
-                    started = time.monotonic_ns()
-                if now >= deadline:
-                    return False
-                roomed = bool(on_room)
-                which = 2 if on_room else 0 if put else 1
-                if ring.wait(which, min(deadline - now, self._recovery_interval)):
-                    tokens += not on_room
-                    recover = False
-                else:
-                    recover = True  # a whole interval without a post: check for the dead
-        except ValueError:
-            if self._seg is None:  # closed by another thread while this call waited
-                raise ValueError(f"queue {self._label}: this handle is closed") from None
-            raise
-        finally:
-            if tokens and self._seg is not None:
-                sem = seg.free if put else seg.fill
-                for _ in range(tokens):
-                    sem.release()
+    def _put(self, payloads: list[bytes | Parts], block: bool, timeout: float | None) -> None:
+        self._ring.put(payloads, _BATCH | _ENCODED, block, timeout, 0)
+
+    def _take(self, max_items: int, block: bool, timeout: float | None) -> list[Any]:
+        self._check_open()
+        pending = self._items.from_pending(max_items)
+        if pending:
+            return pending
+        return self._ring.get(max_items, _PAYLOADS, block, timeout, 0)  # type: ignore[no-any-return]
 
 
-_VIEW: Final[Any] = object()  # _transfer's payloads for a view's claim (put_view or get_view)
+# Ring.put's flags: a list of items (or payloads), payloads already encoded and checked, the
+# caller waits after a non-blocking try (the async path).
+_BATCH: Final = 1
+_ENCODED: Final = 2
+_WILL_WAIT: Final = 4
+# Ring.get's forms of what it took: a list of items, the one item, the payloads undecoded.
+_ITEMS: Final = 0
+_ITEM: Final = 1
+_PAYLOADS: Final = 2
 
 _owner = [0, -1]  # [owner id, pid it was computed in]
 

@@ -29,11 +29,12 @@ import posix_ipc
 
 from . import _core
 from . import _layout as L
-from ._errors import IncompatibleQueueError
+from ._base import Items
+from ._errors import Empty, Full, IncompatibleQueueError
 from ._metrics import HeaderView
 from ._names import SHM_DIR, base_name, describe, temp_name
 from ._names import sem_names as _sem_names
-from ._serialize import dtype_from_bytes, dtype_to_bytes
+from ._serialize import PickleCodec, RawCodec, dtype_from_bytes, dtype_to_bytes
 from ._shm import check_semaphores, open_checked
 from ._sync import process_start_time
 
@@ -83,7 +84,7 @@ class Segment:
     """The mapped segment of one queue handle, with numpy and integer views of it."""
 
     def __init__(
-        self, fd: int, mm: mmap.mmap, path: str, base: str, recovery_interval: float
+        self, fd: int, mm: mmap.mmap, path: str, base: str, label: str, recovery_interval: float
     ) -> None:
         self.path = path
         self.base = base
@@ -117,10 +118,14 @@ class Segment:
         self.buf = memoryview(mm)
         self.hdr = self.buf[: L.HEADER_SIZE].cast("Q")
         self.fields = HeaderView(self.hdr)  # the header's 8-byte fields by name
+        codec = RawCodec(label, self.dtype, self.shape) if self.raw else PickleCodec()
+        self.items = Items(label, self.item_size, codec, (self.capacity, "capacity"))
         # The hot path: the compiled core over the same mapping and semaphores.
+        errors = (Full, Empty, f"queue {label} is full (capacity={self.capacity})",
+                  f"queue {label} is empty", f"queue {label}: this handle is closed")  # fmt: skip
         self.ring = _core.Ring(
             mm, L.core_layout(self.capacity, self.spare_slots, self.item_size), names,
-            recovery_interval, self.raw,
+            recovery_interval, self.raw, self.items.hooks(), errors,
         )  # fmt: skip
         self.closed = False
         self.views_out = 0
@@ -283,7 +288,7 @@ class Segment:
                         f"{_core.MUTEX_SIZE}-byte mutexes)"
                     )
                 try:
-                    return cls(fd, mm, path, base, recovery_interval)
+                    return cls(fd, mm, path, base, describe(name, run_id), recovery_interval)
                 except (posix_ipc.ExistentialError, FileNotFoundError):
                     raise FileNotFoundError(
                         f"queue {describe(name, run_id)} is being unlinked"

@@ -5,9 +5,11 @@ Pickle mode (the default) pickles with cloudpickle semantics at the C pickler's 
 pickle importable functions and classes by reference and plain data identically; they differ
 where plain pickle fails (lambdas, local or dynamic functions and classes, code objects) or
 refers to ``__main__``, which a spawned process cannot import by that reference. So the C
-pickler goes first, and its output is kept unless it failed or mentions ``__main__``; then
-cloudpickle pickles by value. Buffers that protocol 5 hands out of band (numpy arrays inside
-an object) are written straight into the slot after the pickle, not copied into it first.
+pickler goes first (``_core.dumps``, which the shared-memory core also calls itself), and its
+output is kept unless it failed, mentions ``__main__`` or modules are registered to be pickled
+by value; then cloudpickle pickles by value. Buffers that protocol 5 hands out of band (numpy
+arrays inside an object) are written straight into the slot after the pickle, not copied into it
+first.
 
 Raw mode writes an ndarray's or a bytes-like object's bytes after a small descriptor (dtype,
 shape, order) and never pickles. A slot's blob is then::
@@ -36,6 +38,8 @@ from typing import Any, Final, Literal
 import cloudpickle
 import numpy as np
 
+from . import _core
+
 PROTOCOL: Final = 5
 _SHRINK_ABOVE: Final = 1 << 20  # drop a per-thread buffer that grew past this
 _PAD: Final = 64
@@ -44,6 +48,7 @@ try:  # modules registered with cloudpickle.register_pickle_by_value (cloudpickl
     from cloudpickle.cloudpickle import _PICKLE_BY_VALUE_MODULES as _BY_VALUE
 except ImportError:  # pragma: no cover - a cloudpickle without it: always use cloudpickle
     _BY_VALUE = {"<unknown>"}
+_core.pickle_rules(PROTOCOL, _BY_VALUE)
 
 
 def _pad(n: int) -> int:
@@ -80,19 +85,7 @@ class PickleCodec:
 
     def encode(self, obj: Any) -> bytes | Parts:
         """Return the slot bytes of ``obj``."""
-        buffers: list[pickle.PickleBuffer] = []
-        data = None
-        if not _BY_VALUE:
-            try:
-                data = pickle.dumps(obj, PROTOCOL, buffer_callback=buffers.append)
-            except Exception:
-                buffers.clear()  # cloudpickle may manage: lambdas, local classes, ...
-            else:
-                # find, not `in`: bytes.__contains__ first tries the argument as an int and
-                # discards the TypeError, about 150 ns a put (CPython 3.11)
-                if data.find(b"__main__") >= 0:
-                    data = None
-                    buffers.clear()
+        data, buffers = _core.dumps(obj)  # the C pickler's try; None: cloudpickle's turn
         if data is None:
             data = self._cloudpickle(obj, buffers)
         if not buffers:

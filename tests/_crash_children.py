@@ -72,25 +72,6 @@ def _hang() -> None:
     os._exit(99)  # the parent did not kill us: it failed or died; go away quietly
 
 
-class RingProxy:
-    """Stands in for a Segment's compiled ``ring`` and calls ``on_block`` before each wait.
-
-    ``_transfer`` reads ``seg.ring`` on every call, so replacing the attribute of the child's
-    own Segment intercepts exactly that handle's waits; everything else goes to the core.
-    """
-
-    def __init__(self, real: Any, on_block: Callable[[], None] | None = None) -> None:
-        self.real, self.on_block = real, on_block
-
-    def wait(self, which: int, timeout: float) -> bool:
-        if self.on_block is not None:
-            self.on_block()
-        return bool(self.real.wait(which, timeout))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.real, name)
-
-
 def _notify_then(
     conn: Connection, hook: str, then: Callable[[], None] | None, kind: str = "reached"
 ) -> Callable[[], None]:
@@ -121,10 +102,8 @@ def install(
       held_commit     committed (tail/head advanced), still holding the lock
       before_post     committed and unlocked, before posting the other side's semaphore
     """
-    seg = q._seg
-    assert seg is not None
     if hook == "block_wait":  # whichever semaphore the op sleeps on (put_batch: room)
-        seg.ring = RingProxy(seg.ring, on_block=_notify_then(conn, hook, None))
+        _core._on_wait(_notify_then(conn, hook, None))
     elif hook != "none":
         # A named point inside the compiled put or get; the callback reports, and the
         # process stops there (the core never returns from it) until it is killed.
@@ -193,14 +172,10 @@ def create_and_leave(conn: Connection, name: str, ri: float, seqs: list[int], ho
 def survivor(conn: Connection, name: str, ri: float, ops: list[tuple[str, Any]]) -> None:
     """Run ``ops`` in order and report each; ``("waiting", op)`` when one goes to sleep."""
     q = shared_queue.SharedMemoryQueue(name, recovery_interval=ri)
-    seg = q._seg
-    assert seg is not None
-    proxy = RingProxy(seg.ring)
-    seg.ring = proxy
     conn.send(("started", os.getpid(), time.monotonic()))
     for op, arg in ops:
-        notify = _notify_then(conn, op, None, kind="waiting")
-        proxy.on_block = notify  # whichever semaphore the op sleeps on
+        # Before each sleep of this op, whichever semaphore it sleeps on.
+        _core._on_wait(_notify_then(conn, op, None, kind="waiting"))
         result = _do(q, op, arg, TIMEOUT)
         conn.send(("done", op, result, time.monotonic()))
     q.close()
