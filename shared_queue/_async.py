@@ -222,13 +222,13 @@ class SharedMemoryQueue(QueueCore):
         _check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         seg = self._segment()
-        if not put and self._items.pending:
-            items = self._items.decode(self._items.from_pending(n))
-            if items:
-                return items
         batch = put and n > 1
         since = 0  # when the first try failed: the wait counts in the metrics
         while True:
+            if not put and self._items.pending:  # left by a batch whose item failed to decode
+                items = self._items.decode(self._items.from_pending(n))
+                if items:
+                    return items
             try:
                 if put:
                     self._ring.put(payloads, _BATCH | _ENCODED | _WILL_WAIT, False, None, since)

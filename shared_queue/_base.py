@@ -13,7 +13,7 @@ import collections
 import contextlib
 import pickle
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -106,8 +106,11 @@ class Items:
         # one that failed to decode in a batch (see decode_failed).
         self.pending: collections.deque[Any] = collections.deque()
 
-    def dumps(self, item: Any) -> bytes | Parts:
-        """Return the payload of ``item``, checked against item_size.
+    def dumps(
+        self, item: Any, tried: tuple[bytes | None, list[Any]] | None = None
+    ) -> bytes | Parts:
+        """Return the payload of ``item``, checked against item_size; ``tried``: the C
+        pickler's try at it (``PickleCodec.finish``), when the caller made one.
 
         Serializing and checking come before any semaphore or lock is touched, so that a bad
         item never holds a slot.
@@ -117,7 +120,10 @@ class Items:
             data: bytes | Parts = codec.encode(item)  # raises its own TypeError/ValueError
         else:
             try:
-                data = codec.encode(item)
+                if tried is None:
+                    data = codec.encode(item)
+                else:
+                    data = cast(PickleCodec, codec).finish(item, tried)
             except Exception as exc:
                 raise TypeError(
                     f"item of type {type(item).__name__} cannot be pickled for queue "

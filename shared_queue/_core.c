@@ -1,10 +1,14 @@
 /* shared_queue._core: the ring's hot path, compiled.
  *
- * One `Ring` per queue handle does what a put, a get and a view do to the shared segment:
- * take and post semaphore counts, lock a side, check the header, copy the bytes, commit, and
- * give slots back (docs/design.md#synchronisation-protocol is the protocol; shared_queue/_ring
- * gone, this file is its only implementation). Python keeps what is not hot: argument checks,
- * pickling before a put and unpickling after a get, views' arrays, and the waiting loop.
+ * One `Ring` per queue handle does the whole of a put, a get and a view's claim in one call:
+ * encode the items (the C pickler's try; the queue's Python hooks, shared_queue._base.Items, for
+ * what it does not cover), take and post semaphore counts, lock a side, check the header, copy
+ * the bytes, commit, sleep and try again until the caller's deadline, and decode what a get
+ * took, after the unlock (docs/design.md#synchronisation-protocol is the protocol; this file
+ * is its only implementation). Python keeps what is not hot: argument checks of the public
+ * methods, views' arrays, and the asyncio layer, which makes non-blocking calls and waits for
+ * the semaphores itself. Nothing calls into Python while a queue lock is held (only the
+ * test-only crash points).
  *
  * The layout is not written here: every header offset, slot field offset and slot state comes
  * from shared_queue._layout (its numpy dtypes) when a Ring is made (`layout` below).
@@ -233,7 +237,13 @@ static int lock(Ring *r, int side, double deadline, int signals) {
             PyErr_SetFromErrno(PyExc_OSError);
             return -1;
         }
-        if (rc != EBUSY && signals && PyErr_CheckSignals() < 0) return -1;
+        if (rc != EBUSY && signals) {
+            if (PyErr_CheckSignals() < 0) return -1;
+            if (r->closing) { /* a signal handler closed the handle */
+                PyErr_SetObject(PyExc_ValueError, r->closed_msg);
+                return -1;
+            }
+        }
         double wait = LOCK_SLICE;
         if (deadline >= 0) {
             double left = deadline - mono();
@@ -498,28 +508,14 @@ static void copy_payload(Payloads *p, Py_ssize_t i, char *dst, int half) {
 }
 
 /* -- results ---------------------------------------------------------------------------------- */
-/* A tuple of `first` (a new reference, or NULL for none) and n - 1 integers: cheaper than
- * Py_BuildValue, which parses its format on every call (about 1k instructions a put+get). */
-static PyObject *result(PyObject *first, int n, Py_ssize_t a, Py_ssize_t b, Py_ssize_t c, Py_ssize_t d) {
-    Py_ssize_t v[4] = {a, b, c, d};
-    PyObject *t = PyTuple_New(n);
-    if (!t) {
-        Py_XDECREF(first);
-        return NULL;
-    }
-    int i = 0;
-    if (first) PyTuple_SET_ITEM(t, i++, first);
-    for (int j = 0; i < n; i++, j++) {
-        PyObject *x = PyLong_FromSsize_t(v[j]);
-        if (!x) {
-            Py_DECREF(t);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(t, i, x);
-    }
+/* A tuple of two integers: cheaper than Py_BuildValue, which parses its format on every call. */
+static PyObject *pair(Py_ssize_t a, Py_ssize_t b) {
+    PyObject *x = PyLong_FromSsize_t(a), *y = PyLong_FromSsize_t(b), *t = NULL;
+    if (x && y) t = PyTuple_Pack(2, x, y);
+    Py_XDECREF(x);
+    Py_XDECREF(y);
     return t;
 }
-#define INTS4(a, b, c, d) result(NULL, 4, (a), (b), (c), (d))
 
 /* -- the Ring type --------------------------------------------------------------------------- */
 static int ring_check(Ring *r) {
@@ -789,7 +785,9 @@ static PyObject *wait_hook;
  * and a kernel sleep and wake-up cost tens (docs/benchmarks.md has the measurements: faster
  * ping-pong, and more throughput also with processes outnumbering cores). After an idle spell
  * it sleeps at once. */
+#ifndef SPIN_NS /* a build may say otherwise, to measure (CFLAGS=-DSPIN_NS=0: no spin) */
 #define SPIN_NS 20000
+#endif
 #define SPIN_AFTER_NS 100000
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -804,7 +802,7 @@ static inline void cpu_relax(void) {
 static int wait_sem(Ring *r, int which, double timeout) {
     sem_t *sem = which == 0 ? r->free : which == 1 ? r->fill : r->room;
     if (sem_trywait(sem) == 0) return 1;
-    if (mono_ns() - r->last_moved < SPIN_AFTER_NS) { /* the other side is likely to post soon */
+    if (SPIN_NS > 0 && mono_ns() - r->last_moved < SPIN_AFTER_NS) { /* the other side may post soon */
         int got = 0;
         NOGIL_BEGIN(r);
         uint64_t until = mono_ns() + SPIN_NS;
@@ -826,6 +824,10 @@ static int wait_sem(Ring *r, int which, double timeout) {
         PyObject *res = PyObject_CallNoArgs(wait_hook);
         if (!res) return -1;
         Py_DECREF(res);
+        if (r->closing) {
+            PyErr_SetObject(PyExc_ValueError, r->closed_msg);
+            return -1;
+        }
     }
     double deadline = mono() + timeout;
     for (;;) {
@@ -845,6 +847,10 @@ static int wait_sem(Ring *r, int which, double timeout) {
         if (rc == 0) return 1;
         if (err == EINTR) {
             if (PyErr_CheckSignals() < 0) return -1;
+            if (r->closing) { /* a signal handler closed the handle */
+                PyErr_SetObject(PyExc_ValueError, r->closed_msg);
+                return -1;
+            }
             continue;
         }
         if (err == ETIMEDOUT) continue; /* the loop decides on the monotonic clock */
@@ -994,26 +1000,39 @@ static PyObject *dumps(PyObject *mod, PyObject *obj) {
     return t;
 }
 
-/* The payload of an item, checked against item_size (a new reference): the C pickler's try when
- * that is the whole story, else the queue's own encoder (Items.dumps), which also checks. */
-static PyObject *encode(Ring *r, PyObject *item) {
-    if (!r->raw) {
-        PyObject *buffers, *data = dumps_try(item, &buffers);
-        if (data && !buffers) {
-            if (PyBytes_GET_SIZE(data) <= r->item_size) return data;
-            PyObject *exc = PyObject_CallFunction(r->too_large, "n", PyBytes_GET_SIZE(data));
-            Py_DECREF(data);
-            if (exc) {
-                PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-                Py_DECREF(exc);
-            }
-            return NULL;
-        }
-        Py_XDECREF(data);
-        Py_XDECREF(buffers);
-        if (PyErr_Occurred()) return NULL;
+/* Raise the exception a hook made (`make(n)`), as its own type. */
+static void raise_made(PyObject *make, Py_ssize_t n) {
+    PyObject *exc = PyObject_CallFunction(make, "n", n);
+    if (exc) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
     }
-    return PyObject_CallOneArg(r->encode, item);
+}
+
+/* The payload of an item, checked against item_size (a new reference): the C pickler's try when
+ * that is the whole story, else the queue's own encoder (Items.dumps), which also checks; it
+ * gets what the C pickler made, (pickle or None, buffers), so that nothing is pickled twice. */
+static PyObject *encode(Ring *r, PyObject *item) {
+    if (r->raw) return PyObject_CallOneArg(r->encode, item);
+    PyObject *buffers, *data = dumps_try(item, &buffers);
+    if (data && !buffers) {
+        if (PyBytes_GET_SIZE(data) <= r->item_size) return data;
+        raise_made(r->too_large, PyBytes_GET_SIZE(data));
+        Py_DECREF(data);
+        return NULL;
+    }
+    if (!data && PyErr_Occurred()) return NULL;
+    if (!buffers && !(buffers = PyList_New(0))) {
+        Py_XDECREF(data);
+        return NULL;
+    }
+    PyObject *tried = PyTuple_Pack(2, data ? data : Py_None, buffers);
+    Py_XDECREF(data);
+    Py_DECREF(buffers);
+    if (!tried) return NULL;
+    PyObject *out = PyObject_CallFunctionObjArgs(r->encode, item, tried, NULL);
+    Py_DECREF(tried);
+    return out;
 }
 
 /* The items of the payloads a get took (a list), or with `single` the one item itself. A
@@ -1088,66 +1107,63 @@ enum { PUT_BATCH = 1, PUT_ENCODED = 2, PUT_WILL_WAIT = 4 };
  * waits after a non-blocking try (the async path). Raises Full if no room came in time. */
 static PyObject *Ring_put_impl(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 5) return PyErr_Format(PyExc_TypeError, "put takes 5 arguments");
-    double timeout;
-    if (parse_timeout(args[3], &timeout) < 0 || ring_check(r) < 0) return NULL;
     long flags = PyLong_AsLong(args[1]);
     int block = PyObject_IsTrue(args[2]);
     uint64_t since = PyLong_AsUnsignedLongLong(args[4]);
     if (PyErr_Occurred()) return NULL;
-    PyObject *x = args[0], *const *xs = &x, *encoded = NULL;
+    int batch = (flags & PUT_BATCH) != 0;
+    if (batch && ring_check(r) < 0) return NULL; /* a closed handle raises even for an empty batch */
+    PyObject *x = args[0], *list = NULL, *payloads = NULL, *one = NULL, *rc_obj = NULL;
     Py_ssize_t n = 1;
-    if (flags & PUT_BATCH) {
+    if (batch) {
+        /* A copy: pickling runs Python code, which may change the caller's list. */
         if (!PyList_CheckExact(x)) return PyErr_Format(PyExc_TypeError, "a batch must be a list");
-        n = PyList_GET_SIZE(x);
-        xs = ((PyListObject *)x)->ob_item;
+        if (!(list = PyList_GetSlice(x, 0, PyList_GET_SIZE(x)))) return NULL;
+        n = PyList_GET_SIZE(list);
     }
-    if (!(flags & PUT_ENCODED)) {
+    if (flags & PUT_ENCODED) {
+        payloads = list;
+        list = NULL;
+    } else if (!batch) {
         /* Encoded and checked before any count or lock is taken: a bad item holds nothing. */
-        PyObject *one = NULL;
-        if (n == 1) {
-            if (!(one = encode(r, xs[0]))) return NULL;
-        } else {
-            if (!(encoded = PyList_New(n))) return NULL;
-            for (Py_ssize_t i = 0; i < n; i++) {
-                PyObject *e = encode(r, xs[i]);
-                if (!e) {
-                    Py_DECREF(encoded);
-                    return NULL;
-                }
-                PyList_SET_ITEM(encoded, i, e);
-            }
-            if (n > r->capacity) {
-                Py_DECREF(encoded);
-                PyObject *exc = PyObject_CallFunction(r->too_many, "n", n);
-                if (exc) {
-                    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-                    Py_DECREF(exc);
-                }
-                return NULL;
-            }
+        if (!(one = encode(r, x))) return NULL;
+    } else {
+        if (!(payloads = PyList_New(n))) goto done;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *e = encode(r, PyList_GET_ITEM(list, i));
+            if (!e) goto done;
+            PyList_SET_ITEM(payloads, i, e);
         }
-        if (one) {
-            encoded = one;
-            xs = &encoded;
-        } else {
-            xs = ((PyListObject *)encoded)->ob_item;
+        if (n > r->capacity) {
+            raise_made(r->too_many, n);
+            goto done;
         }
     }
-    if (n == 0) Py_RETURN_NONE;
+    if (n == 0) {
+        rc_obj = Py_NewRef(Py_None);
+        goto done;
+    }
+    double timeout;
+    if (parse_timeout(args[3], &timeout) < 0) goto done;
+    PyObject *const *xs = one ? &one : ((PyListObject *)payloads)->ob_item;
     Payloads p;
+    if (payloads_get(xs, n, &p) < 0) goto done;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (p.sizes[i] > r->item_size) { /* only a caller that passed payloads unchecked */
+            raise_made(r->too_large, p.sizes[i]);
+            payloads_free(&p);
+            goto done;
+        }
     Op op = {.op = OP_PUT, .will_wait = (flags & PUT_WILL_WAIT) != 0, .p = &p, .want = n, .limit = n};
-    int rc = payloads_get(xs, n, &p);
-    if (rc == 0) {
-        rc = transfer(r, &op, block, timeout, since);
-        payloads_free(&p);
-    }
-    Py_XDECREF(encoded);
-    if (rc < 0) return NULL;
-    if (rc == 0) {
-        PyErr_SetObject(r->Full, r->full_msg);
-        return NULL;
-    }
-    Py_RETURN_NONE;
+    int rc = transfer(r, &op, block, timeout, since);
+    payloads_free(&p);
+    if (rc == 0) PyErr_SetObject(r->Full, r->full_msg);
+    else if (rc > 0) rc_obj = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(list);
+    Py_XDECREF(payloads);
+    Py_XDECREF(one);
+    return rc_obj;
 }
 
 /* get(max_items, form, block, timeout, since_ns): take 1 to max_items items, waiting for the
@@ -1193,7 +1209,7 @@ static PyObject *Ring_claim_impl(Ring *r, PyObject *const *args, Py_ssize_t narg
         PyErr_SetObject(put ? r->Full : r->Empty, put ? r->full_msg : r->empty_msg);
         return NULL;
     }
-    return put ? PyLong_FromSsize_t(op.off) : result(NULL, 2, op.off, op.size, 0, 0);
+    return put ? PyLong_FromSsize_t(op.off) : pair(op.off, op.size);
 }
 
 /* publish(off, size, ok, owner): end a put_view (producer lock): queue its item, or discard it

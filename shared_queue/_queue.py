@@ -334,8 +334,10 @@ class QueueCore(QueueBase):
     def put_batch(
         self, items: Iterable[Any], block: bool = True, timeout: float | None = None
     ) -> None:
-        self._ring.put(items if items.__class__ is list else list(items), _BATCH, block,
-                       timeout, 0)  # fmt: skip
+        if items.__class__ is not list:
+            self._check_open()  # before the iterable is consumed
+            items = list(items)
+        self._ring.put(items, _BATCH, block, timeout, 0)
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         if self._items.pending:  # rare: after an item that failed to decode in a batch

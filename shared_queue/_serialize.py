@@ -85,7 +85,12 @@ class PickleCodec:
 
     def encode(self, obj: Any) -> bytes | Parts:
         """Return the slot bytes of ``obj``."""
-        data, buffers = _core.dumps(obj)  # the C pickler's try; None: cloudpickle's turn
+        return self.finish(obj, _core.dumps(obj))
+
+    def finish(self, obj: Any, tried: tuple[bytes | None, list[Any]]) -> bytes | Parts:
+        """Return the slot bytes of ``obj`` from the C pickler's try at it, ``tried``:
+        (its pickle, or None for cloudpickle's turn; the buffers handed out of band)."""
+        data, buffers = tried
         if data is None:
             data = self._cloudpickle(obj, buffers)
         if not buffers:

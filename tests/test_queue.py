@@ -441,6 +441,56 @@ def test_put_batch_with_a_bad_item_puts_nothing(make_queue: MakeQueue) -> None:
     assert drain(q) == [1, 2, 3, 4, 5]
 
 
+class Rewrites:
+    """Pickling it replaces the contents of ``target`` (a list being put as a batch)."""
+
+    def __init__(self, target: list[Any]) -> None:
+        self.target = target
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        self.target[:] = list(range(1000))  # the list's storage moves
+        return int, (7,)
+
+
+def test_put_batch_of_a_list_that_pickling_changes_puts_the_items_it_was_given(
+    make_queue: MakeQueue,
+) -> None:
+    q = make_queue(capacity=8, item_size=64)
+    batch: list[Any] = [1]
+    batch.append(Rewrites(batch))
+    batch.append(3)
+    q.put_batch(batch)
+    assert drain(q) == [1, 7, 3]
+
+
+class Counted:
+    """Counts how often it is pickled, across instances (the class lives in this module)."""
+
+    reduces = 0
+
+    def __init__(self, arr: Any = None) -> None:
+        self.arr = arr
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        Counted.reduces += 1
+        return Counted, (self.arr,)
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_an_item_is_pickled_once(make_queue: MakeQueue, batch: bool) -> None:
+    """Also when its arrays go out of band (the C pickler's result is framed, not redone)."""
+    q = make_queue(capacity=4, item_size=1 << 16)
+    for item in (Counted(), Counted(np.arange(1000.0))):
+        Counted.reduces = 0
+        q.put_batch([item]) if batch else q.put(item)
+        assert Counted.reduces == 1
+        got = q.get(timeout=TIMEOUT)
+        assert isinstance(got, Counted)
+        assert (got.arr is None) == (item.arr is None)
+        if item.arr is not None:
+            np.testing.assert_array_equal(got.arr, item.arr)
+
+
 def test_get_batch_returns_between_one_and_max_items(make_queue: MakeQueue) -> None:
     q = make_queue(capacity=8, item_size=64)
     q.put_batch(range(8))
