@@ -1147,8 +1147,10 @@ class _Io:
             if error:
                 raise ConnectionError(f"queue {self.label}: {_ApiError(error)}")
         stored = int(stream["state"]["messages"])
-        taken = int(consumer.get("num_ack_pending", 0))
-        size = min(max(stored - taken, 0), spec.capacity)
+        # The items not yet delivered. Not `stored - num_ack_pending`: the server removes an
+        # acknowledged item from the stream a moment after its consumer counts the ack, and
+        # in between that said the item was still there.
+        size = min(max(int(consumer.get("num_pending", 0)), 0), spec.capacity)
         return {"queue_size": size, "stored": stored, "puts": int(stream["state"]["last_seq"])}
 
 
