@@ -15,4 +15,4 @@ __all__ = [
     "bridge",
     "connect",
 ]
-__version__ = "0.4.0"
+__version__ = "0.5.0"
