@@ -55,10 +55,11 @@ def run(pairs: int, per_producer: int) -> float:
     ctx = mp.get_context("fork")
     name = f"oversub-{os.getpid()}"
     q = shared_queue.SharedMemoryQueue(name, create=True, capacity=1000, item_size=256)
+    procs: list[Any] = []
     try:
         barrier = ctx.Barrier(2 * pairs + 1)
         out = ctx.Queue()
-        procs = [ctx.Process(target=_producer, args=(name, barrier, per_producer))
+        procs += [ctx.Process(target=_producer, args=(name, barrier, per_producer))
                  for _ in range(pairs)]  # fmt: skip
         procs += [ctx.Process(target=_consumer, args=(name, barrier, out)) for _ in range(pairs)]
         for p in procs:

@@ -981,18 +981,21 @@ static PyObject *dumps_try(PyObject *obj, PyObject **buffers) {
     return data;
 }
 
+/* What dumps_try made as (pickle or None, out-of-band buffers), the form PickleCodec.finish
+ * takes; it takes over the references to `data` and `buffers` (either may be NULL). */
+static PyObject *tried(PyObject *data, PyObject *buffers) {
+    PyObject *t = NULL;
+    if (buffers || (buffers = PyList_New(0))) t = PyTuple_Pack(2, data ? data : Py_None, buffers);
+    Py_XDECREF(data);
+    Py_XDECREF(buffers);
+    return t;
+}
+
 /* _core.dumps(obj) -> (pickle or None, out-of-band buffers): dumps_try for PickleCodec.encode. */
 static PyObject *dumps(PyObject *mod, PyObject *obj) {
     PyObject *buffers, *data = dumps_try(obj, &buffers);
     if (!data && PyErr_Occurred()) return NULL;
-    if (!buffers && !(buffers = PyList_New(0))) {
-        Py_XDECREF(data);
-        return NULL;
-    }
-    PyObject *t = PyTuple_Pack(2, data ? data : Py_None, buffers);
-    Py_XDECREF(data);
-    Py_DECREF(buffers);
-    return t;
+    return tried(data, buffers);
 }
 
 /* Raise the exception a hook made (`make(n)`), as its own type. */
@@ -1017,16 +1020,10 @@ static PyObject *encode(Ring *r, PyObject *item) {
         return NULL;
     }
     if (!data && PyErr_Occurred()) return NULL;
-    if (!buffers && !(buffers = PyList_New(0))) {
-        Py_XDECREF(data);
-        return NULL;
-    }
-    PyObject *tried = PyTuple_Pack(2, data ? data : Py_None, buffers);
-    Py_XDECREF(data);
-    Py_DECREF(buffers);
-    if (!tried) return NULL;
-    PyObject *out = PyObject_CallFunctionObjArgs(r->encode, item, tried, NULL);
-    Py_DECREF(tried);
+    PyObject *made = tried(data, buffers);
+    if (!made) return NULL;
+    PyObject *out = PyObject_CallFunctionObjArgs(r->encode, item, made, NULL);
+    Py_DECREF(made);
     return out;
 }
 
