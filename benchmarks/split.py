@@ -2,7 +2,7 @@
 
     python benchmarks/split.py wakeup     # put's own time, and the consumer's return after it
     python benchmarks/split.py async      # put -> waiter thread -> event loop -> get_async
-    python benchmarks/split.py arrays     # the producer's put of 1 MiB, raw get vs get_view
+    python benchmarks/split.py arrays     # the producer's put of 1 MiB: get, get_view, polling
 
 shared_queue only, 2 processes (fork), medians. ``wakeup`` and ``async`` sleep 2 ms before
 each put, as the benchmark's wake-up rows; ``arrays`` streams a typed float32 queue of 16 slots.
@@ -132,23 +132,31 @@ def async_() -> None:
 ARRAY_ITEMS = 600
 
 
-def _array_consumer(name: str, conn: Any, view: bool) -> None:
+def _array_consumer(name: str, conn: Any, how: str) -> None:
     q = shared_queue.SharedMemoryQueue(name)
-    for _ in range(ARRAY_ITEMS):
-        if view:
+    got = 0
+    while got < ARRAY_ITEMS:
+        if how == "get":
+            q.get(timeout=30)
+        elif how == "get_view":
             with q.get_view(timeout=30) as arr:
                 arr[0]
-        else:
-            q.get(timeout=30)
+        else:  # polling: never sleeps
+            try:
+                with q.get_view(block=False) as arr:
+                    arr[0]
+            except shared_queue.Empty:
+                continue
+        got += 1
     conn.send("done")
     q.close()
 
 
 def arrays() -> None:
-    for view in (False, True):
+    for how in ("get", "get_view", "get_view(block=False), polling"):
         n = MIB // 4
         q, conn, proc = _run(
-            lambda name, conn, view=view: _array_consumer(name, conn, view),
+            lambda name, conn, how=how: _array_consumer(name, conn, how),
             f"split-r-{os.getpid()}", capacity=16, dtype=np.float32, shape=(n,),
         )  # fmt: skip
         try:
@@ -165,7 +173,7 @@ def arrays() -> None:
         finally:
             q.close()
             q.unlink()
-        print(f"{'get_view' if view else 'get':8} 1 MiB: {rate:.2f} GB/s; the producer's put "
+        print(f"{how} 1 MiB: {rate:.2f} GB/s; the producer's put "
               f"median {_median_us(puts):.0f} us")  # fmt: skip
 
 
