@@ -1092,7 +1092,9 @@ static int parse_timeout(PyObject *o, double *out) {
     return 0;
 }
 
+/* The flags of put and the forms of what get returns (exported to Python as these names). */
 enum { PUT_BATCH = 1, PUT_ENCODED = 2, PUT_WILL_WAIT = 4 };
+enum { GET_ITEMS, GET_ITEM, GET_PAYLOADS };
 
 /* put(x, flags, block, timeout, since_ns): put an item (or with PUT_BATCH a list of items, all
  * or none); PUT_ENCODED: x is payloads already encoded and checked; PUT_WILL_WAIT: the caller
@@ -1159,8 +1161,8 @@ done:
 }
 
 /* get(max_items, form, block, timeout, since_ns): take 1 to max_items items, waiting for the
- * first; returns a list of the items (form 0), the one item itself (1, max_items 1) or the
- * payloads undecoded (2). Raises Empty if none came in time. */
+ * first; returns a list of the items (GET_ITEMS), the one item itself (GET_ITEM, max_items 1)
+ * or the payloads undecoded (GET_PAYLOADS). Raises Empty if none came in time. */
 static PyObject *Ring_get_impl(Ring *r, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 5) return PyErr_Format(PyExc_TypeError, "get takes 5 arguments");
     double timeout;
@@ -1178,8 +1180,8 @@ static PyObject *Ring_get_impl(Ring *r, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetObject(r->Empty, r->empty_msg);
         return NULL;
     }
-    if (form == 2) return op.got;
-    PyObject *items = decode(r, op.got, form == 1);
+    if (form == GET_PAYLOADS) return op.got;
+    PyObject *items = decode(r, op.got, form == GET_ITEM);
     Py_DECREF(op.got);
     return items;
 }
@@ -1563,7 +1565,13 @@ PyMODINIT_FUNC PyInit__core(void) {
     if (!m) return NULL;
     Py_INCREF(&RingType);
     if (PyModule_AddObject(m, "Ring", (PyObject *)&RingType) < 0 ||
-        PyModule_AddIntConstant(m, "MUTEX_SIZE", (long)sizeof(pthread_mutex_t)) < 0) {
+        PyModule_AddIntConstant(m, "MUTEX_SIZE", (long)sizeof(pthread_mutex_t)) < 0 ||
+        PyModule_AddIntConstant(m, "PUT_BATCH", PUT_BATCH) < 0 ||
+        PyModule_AddIntConstant(m, "PUT_ENCODED", PUT_ENCODED) < 0 ||
+        PyModule_AddIntConstant(m, "PUT_WILL_WAIT", PUT_WILL_WAIT) < 0 ||
+        PyModule_AddIntConstant(m, "GET_ITEMS", GET_ITEMS) < 0 ||
+        PyModule_AddIntConstant(m, "GET_ITEM", GET_ITEM) < 0 ||
+        PyModule_AddIntConstant(m, "GET_PAYLOADS", GET_PAYLOADS) < 0) {
         Py_DECREF(m);
         return NULL;
     }

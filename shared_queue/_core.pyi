@@ -4,6 +4,12 @@ from collections.abc import Callable
 from typing import Any, Final
 
 MUTEX_SIZE: Final[int]
+PUT_BATCH: Final[int]
+PUT_ENCODED: Final[int]
+PUT_WILL_WAIT: Final[int]
+GET_ITEMS: Final[int]
+GET_ITEM: Final[int]
+GET_PAYLOADS: Final[int]
 
 class Ring:
     def __init__(

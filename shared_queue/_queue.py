@@ -20,8 +20,8 @@ from typing import Any, Final, TypeVar, cast
 import numpy as np
 import numpy.typing as npt
 
+from . import _core, _metrics, _sync
 from . import _layout as L
-from . import _metrics, _sync
 from ._base import QueueBase, _check_mode, _positive_int, _typed_slots
 from ._names import describe
 from ._segment import SEM_VALUE_MAX, Segment
@@ -381,13 +381,13 @@ class QueueCore(QueueBase):
 
 # Ring.put's flags: a list of items (or payloads), payloads already encoded and checked, the
 # caller waits after a non-blocking try (the async path).
-_BATCH: Final = 1
-_ENCODED: Final = 2
-_WILL_WAIT: Final = 4
+_BATCH: Final = _core.PUT_BATCH
+_ENCODED: Final = _core.PUT_ENCODED
+_WILL_WAIT: Final = _core.PUT_WILL_WAIT
 # Ring.get's forms of what it took: a list of items, the one item, the payloads undecoded.
-_ITEMS: Final = 0
-_ITEM: Final = 1
-_PAYLOADS: Final = 2
+_ITEMS: Final = _core.GET_ITEMS
+_ITEM: Final = _core.GET_ITEM
+_PAYLOADS: Final = _core.GET_PAYLOADS
 
 _owner = [0, -1]  # [owner id, pid it was computed in]
 
