@@ -225,8 +225,8 @@ class SharedMemoryQueue(QueueCore):
         batch = put and n > 1
         since = 0  # when the first try failed: the wait counts in the metrics
         while True:
-            if not put and self._items.pending:  # left by a batch whose item failed to decode
-                items = self._items.decode(self._items.from_pending(n))
+            if not put and self._items.pending:
+                items = self._held(n)
                 if items:
                     return items
             try:

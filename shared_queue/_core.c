@@ -1142,8 +1142,8 @@ static PyObject *Ring_put_impl(Ring *r, PyObject *const *args, Py_ssize_t nargs)
     PyObject *const *xs = one ? &one : ((PyListObject *)payloads)->ob_item;
     Payloads p;
     if (payloads_get(xs, n, &p) < 0) goto done;
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (p.sizes[i] > r->item_size) { /* only a caller that passed payloads unchecked */
+    for (Py_ssize_t i = 0; (flags & PUT_ENCODED) && i < n; i++)
+        if (p.sizes[i] > r->item_size) { /* encode() checked the others */
             raise_made(r->too_large, p.sizes[i]);
             payloads_free(&p);
             goto done;

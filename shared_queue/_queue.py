@@ -341,8 +341,7 @@ class QueueCore(QueueBase):
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         if self._items.pending:  # rare: after an item that failed to decode in a batch
-            self._check_open()
-            items = self._items.decode(self._items.from_pending(1))
+            items = self._held(1)
             if items:
                 return items[0]
         return self._ring.get(1, _ITEM, block, timeout, 0)
@@ -355,8 +354,7 @@ class QueueCore(QueueBase):
     ) -> list[Any]:
         _positive_int("max_items", max_items, 2**63 - 1)
         if self._items.pending:
-            self._check_open()
-            items = self._items.decode(self._items.from_pending(max_items))
+            items = self._held(max_items)
             if items:
                 return items
         return self._ring.get(max_items, _ITEMS, block, timeout, 0)  # type: ignore[no-any-return]
@@ -367,6 +365,12 @@ class QueueCore(QueueBase):
     get.__doc__ = QueueBase.get.__doc__
     get_nowait.__doc__ = QueueBase.get_nowait.__doc__
     get_batch.__doc__ = QueueBase.get_batch.__doc__
+
+    def _held(self, max_items: int) -> list[Any]:
+        """Up to ``max_items`` items this handle holds, left by a batch whose item failed to
+        decode (``Items.decode_failed``); [] if another thread took them first."""
+        self._check_open()
+        return self._items.decode(self._items.from_pending(max_items))
 
     def _put(self, payloads: list[bytes | Parts], block: bool, timeout: float | None) -> None:
         self._ring.put(payloads, _BATCH | _ENCODED, block, timeout, 0)
